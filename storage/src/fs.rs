@@ -1,0 +1,285 @@
+//! The local-disk backend.
+//!
+//! Layout under the root: `blobs/sha256/<first 2 hex>/<64 hex>` for content and
+//! `tmp/` for writes in progress. A write goes to a fresh temp file, is fsynced,
+//! verified, renamed into place and the directory fsynced, so a blob path only ever
+//! holds complete, verified content. Temp files left by a crash are removed at open.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use tokio::fs;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+use crate::store::{BlobBody, BlobStore, BlobWriter, ByteSpan, StoreError};
+use crate::{Digest, Verifier};
+
+/// Read buffer for serving: large enough that a 64 MiB blob is a few hundred syscalls.
+const READ_CHUNK: usize = 256 * 1024;
+
+pub struct FsStore {
+    root: PathBuf,
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl FsStore {
+    /// Opens (creating if needed) a store rooted at `root` and clears leftover temp files.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        let blobs = root.join("blobs").join("sha256");
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&blobs).await.map_err(StoreError::from_io)?;
+        fs::create_dir_all(&tmp).await.map_err(StoreError::from_io)?;
+        let mut leftovers = fs::read_dir(&tmp).await?;
+        let mut removed = 0usize;
+        while let Some(entry) = leftovers.next_entry().await? {
+            if fs::remove_file(entry.path()).await.is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed temp files left by an earlier run");
+        }
+        Ok(Self { root, blobs, tmp })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a digest's content lives. The digest's hex is validated, so this can
+    /// never point outside the store.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs.join(&hex[..2]).join(hex)
+    }
+}
+
+#[async_trait]
+impl BlobStore for FsStore {
+    fn kind(&self) -> &'static str {
+        "fs"
+    }
+
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        match fs::metadata(self.blob_path(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get(
+        &self,
+        digest: &Digest,
+        span: Option<ByteSpan>,
+    ) -> Result<Option<BlobBody>, StoreError> {
+        let mut file = match fs::File::open(self.blob_path(digest)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let size = file.metadata().await?.len();
+        let (start, len) = match span {
+            None => (0, size),
+            Some(s) if s.end < size && s.start <= s.end => (s.start, s.len()),
+            Some(s) => {
+                return Err(StoreError::SpanOutOfRange {
+                    start: s.start,
+                    end: s.end,
+                    size,
+                })
+            }
+        };
+        if start > 0 {
+            file.seek(SeekFrom::Start(start)).await?;
+        }
+        let stream = ReaderStream::with_capacity(file.take(len), READ_CHUNK);
+        Ok(Some(BlobBody {
+            size,
+            stream: Box::pin(stream),
+        }))
+    }
+
+    async fn writer(
+        &self,
+        digest: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Box<dyn BlobWriter>, StoreError> {
+        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp_path = self
+            .tmp
+            .join(format!("{}.{}.{}", digest.hex(), std::process::id(), seq));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .await
+            .map_err(StoreError::from_io)?;
+        Ok(Box::new(FsWriter {
+            file: Some(file),
+            tmp_path,
+            final_path: self.blob_path(digest),
+            digest: digest.clone(),
+            expected_size,
+            verifier: Verifier::new(),
+            done: false,
+        }))
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool, StoreError> {
+        match fs::remove_file(self.blob_path(digest)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Digest>, StoreError> {
+        let mut out = Vec::new();
+        let mut shards = fs::read_dir(&self.blobs).await?;
+        while let Some(shard) = shards.next_entry().await? {
+            if !shard.file_type().await?.is_dir() {
+                continue;
+            }
+            let mut files = fs::read_dir(shard.path()).await?;
+            while let Some(file) = files.next_entry().await? {
+                if let Some(d) = file.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+                    out.push(d);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        fs::metadata(&self.blobs).await?;
+        fs::metadata(&self.tmp).await?;
+        Ok(())
+    }
+}
+
+struct FsWriter {
+    file: Option<fs::File>,
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+    digest: Digest,
+    expected_size: Option<u64>,
+    verifier: Verifier,
+    /// Set once the temp file is renamed or removed, so drop has nothing to do.
+    done: bool,
+}
+
+impl FsWriter {
+    fn file(&mut self) -> Result<&mut fs::File, StoreError> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| StoreError::Backend("write after commit".into()))
+    }
+}
+
+#[async_trait]
+impl BlobWriter for FsWriter {
+    async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let new_len = self.verifier.len() + data.len() as u64;
+        if let Some(expected) = self.expected_size.filter(|e| new_len > *e) {
+            return Err(StoreError::SizeMismatch {
+                digest: self.digest.clone(),
+                expected,
+                actual: new_len,
+            });
+        }
+        let file = self.file()?;
+        file.write_all(data).await.map_err(StoreError::from_io)?;
+        // tokio's File completes writes in the background; flush so that readers
+        // following the spool file see these bytes once this call returns.
+        file.flush().await.map_err(StoreError::from_io)?;
+        self.verifier.update(data);
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.verifier.len()
+    }
+
+    fn spool_path(&self) -> Option<&Path> {
+        Some(&self.tmp_path)
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<u64, StoreError> {
+        let size = self.verifier.len();
+        let actual = std::mem::take(&mut self.verifier).finish();
+        if actual != self.digest {
+            return Err(StoreError::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            });
+        }
+        if let Some(expected) = self.expected_size.filter(|e| *e != size) {
+            return Err(StoreError::SizeMismatch {
+                digest: self.digest.clone(),
+                expected,
+                actual: size,
+            });
+        }
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| StoreError::Backend("commit twice".into()))?;
+        file.flush().await.map_err(StoreError::from_io)?;
+        file.sync_all().await.map_err(StoreError::from_io)?;
+        drop(file);
+        let parent = self
+            .final_path
+            .parent()
+            .ok_or_else(|| StoreError::Backend("blob path has no parent".into()))?
+            .to_path_buf();
+        fs::create_dir_all(&parent).await.map_err(StoreError::from_io)?;
+        fs::rename(&self.tmp_path, &self.final_path)
+            .await
+            .map_err(StoreError::from_io)?;
+        self.done = true;
+        // The rename is durable only once the directory entry is.
+        fs::File::open(&parent).await?.sync_all().await?;
+        Ok(size)
+    }
+}
+
+impl Drop for FsWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fs_store_passes_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        crate::conformance::run(&store).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn open_removes_leftover_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let mut w = store.writer(&Digest::of(b"x"), None).await.unwrap();
+        w.write(b"x").await.unwrap();
+        std::mem::forget(w); // as if the process died mid-write
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 1);
+        let _again = FsStore::open(dir.path()).await.unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}

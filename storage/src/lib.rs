@@ -1,0 +1,23 @@
+//! Content-addressed storage for ferry.
+//!
+//! This crate owns where bytes live and how they get there safely. It knows nothing of
+//! HTTP, axum or config files: callers hand it a [`Digest`] and bytes, and it promises
+//! that nothing becomes visible under a digest unless the bytes hash to that digest.
+//!
+//! # Layout
+//! - [`digest`]: the `Digest` key and an incremental `Verifier`.
+//! - [`store`]: the [`BlobStore`] / [`BlobWriter`] traits every backend implements.
+//! - [`fs`]: the local-disk backend (temp file → fsync → rename).
+//! - [`meta`]: small metadata records (tag → digest) kept beside the blobs.
+//! - [`conformance`]: the behaviour suite every backend must pass.
+
+pub mod conformance;
+pub mod digest;
+pub mod fs;
+pub mod meta;
+pub mod store;
+
+pub use digest::{Digest, DigestError, Verifier};
+pub use fs::FsStore;
+pub use meta::{FsMetaStore, MetaStore, TagKey, TagRecord};
+pub use store::{BlobBody, BlobStore, BlobWriter, ByteSpan, StoreError};
