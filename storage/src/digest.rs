@@ -47,10 +47,16 @@ impl Digest {
 
     /// Builds a digest from the 64 hex characters of a sha256 sum.
     pub fn from_hex(hex: &str) -> Result<Self, DigestError> {
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestError::BadHex);
         }
-        Ok(Self { hex: hex.to_owned() })
+        Ok(Self {
+            hex: hex.to_owned(),
+        })
     }
 
     /// The digest of `data`.
@@ -59,7 +65,9 @@ impl Digest {
     }
 
     pub fn from_sha256(sum: [u8; 32]) -> Self {
-        Self { hex: hex::encode(sum) }
+        Self {
+            hex: hex::encode(sum),
+        }
     }
 
     /// The 64 hex characters, without the algorithm.

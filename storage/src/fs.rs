@@ -34,8 +34,12 @@ impl FsStore {
         let root = root.into();
         let blobs = root.join("blobs").join("sha256");
         let tmp = root.join("tmp");
-        fs::create_dir_all(&blobs).await.map_err(StoreError::from_io)?;
-        fs::create_dir_all(&tmp).await.map_err(StoreError::from_io)?;
+        fs::create_dir_all(&blobs)
+            .await
+            .map_err(StoreError::from_io)?;
+        fs::create_dir_all(&tmp)
+            .await
+            .map_err(StoreError::from_io)?;
         let mut leftovers = fs::read_dir(&tmp).await?;
         let mut removed = 0usize;
         while let Some(entry) = leftovers.next_entry().await? {
@@ -150,7 +154,11 @@ impl BlobStore for FsStore {
             }
             let mut files = fs::read_dir(shard.path()).await?;
             while let Some(file) = files.next_entry().await? {
-                if let Some(d) = file.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+                if let Some(d) = file
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Digest::from_hex(n).ok())
+                {
                     out.push(d);
                 }
             }
@@ -241,7 +249,9 @@ impl BlobWriter for FsWriter {
             .parent()
             .ok_or_else(|| StoreError::Backend("blob path has no parent".into()))?
             .to_path_buf();
-        fs::create_dir_all(&parent).await.map_err(StoreError::from_io)?;
+        fs::create_dir_all(&parent)
+            .await
+            .map_err(StoreError::from_io)?;
         fs::rename(&self.tmp_path, &self.final_path)
             .await
             .map_err(StoreError::from_io)?;
@@ -278,8 +288,14 @@ mod tests {
         let mut w = store.writer(&Digest::of(b"x"), None).await.unwrap();
         w.write(b"x").await.unwrap();
         std::mem::forget(w); // as if the process died mid-write
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            1
+        );
         let _again = FsStore::open(dir.path()).await.unwrap();
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 }

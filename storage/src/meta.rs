@@ -42,7 +42,9 @@ pub struct FsMetaStore {
 impl FsMetaStore {
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into().join("tags");
-        fs::create_dir_all(&root).await.map_err(StoreError::from_io)?;
+        fs::create_dir_all(&root)
+            .await
+            .map_err(StoreError::from_io)?;
         Ok(Self { root })
     }
 
@@ -59,7 +61,9 @@ impl FsMetaStore {
                 || part == ".."
                 || part.contains(['/', '\\', '\0', '@']);
             if bad {
-                return Err(StoreError::Backend(format!("unsafe key component {part:?}")));
+                return Err(StoreError::Backend(format!(
+                    "unsafe key component {part:?}"
+                )));
             }
             path.push(part);
         }
@@ -132,9 +136,14 @@ mod tests {
             checked_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         };
         meta.put_tag(&key("a", "b"), &rec(b"1")).await.unwrap();
-        meta.put_tag(&key("a/b", "latest"), &rec(b"2")).await.unwrap();
+        meta.put_tag(&key("a/b", "latest"), &rec(b"2"))
+            .await
+            .unwrap();
         assert_eq!(meta.get_tag(&key("a", "b")).await.unwrap(), Some(rec(b"1")));
-        assert_eq!(meta.get_tag(&key("a/b", "latest")).await.unwrap(), Some(rec(b"2")));
+        assert_eq!(
+            meta.get_tag(&key("a/b", "latest")).await.unwrap(),
+            Some(rec(b"2"))
+        );
         assert_eq!(meta.get_tag(&key("a", "nope")).await.unwrap(), None);
     }
 
@@ -142,7 +151,13 @@ mod tests {
     async fn refuses_escaping_keys() {
         let dir = tempfile::tempdir().unwrap();
         let meta = FsMetaStore::open(dir.path()).await.unwrap();
-        for k in [key("../x", "t"), key("a//b", "t"), key("a", ".."), key("a", "x/y"), key("a/@", "t")] {
+        for k in [
+            key("../x", "t"),
+            key("a//b", "t"),
+            key("a", ".."),
+            key("a", "x/y"),
+            key("a/@", "t"),
+        ] {
             assert!(meta.get_tag(&k).await.is_err(), "{k:?}");
         }
     }

@@ -128,7 +128,10 @@ pub async fn read_to_vec(mut stream: ByteStream, limit: usize) -> io::Result<Vec
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         if out.len() + chunk.len() > limit {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "object exceeds size limit"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "object exceeds size limit",
+            ));
         }
         out.extend_from_slice(&chunk);
     }

@@ -1,0 +1,503 @@
+//! Configuration: serde structs for the file, validated into typed runtime values.
+//!
+//! Everything past [`Config::load`] / [`Config::from_toml`] is trusted: durations are
+//! `Duration`s, URLs are parsed, names are checked. Errors name the file, the key and
+//! what is wrong, because that is what an operator at 3am needs.
+
+mod size;
+
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+pub use size::parse_size;
+
+/// The embedded default, also shipped as `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Docker Hub's hosts; an upstream on one of them gets `library/` normalisation.
+const DOCKER_HUB_HOSTS: [&str; 3] = ["registry-1.docker.io", "index.docker.io", "docker.io"];
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from, for messages.
+    pub source: String,
+    pub listen: SocketAddr,
+    pub manifest_ttl: Duration,
+    pub manifest_cache_size: u64,
+    pub storage: StorageConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({}, <redacted>)", self.username)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub url: Url,
+    pub aliases: Vec<String>,
+    pub default: bool,
+    pub library_prefix: bool,
+    pub credentials: Option<Credentials>,
+    pub manifest_ttl: Duration,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub retries: u32,
+}
+
+impl UpstreamConfig {
+    /// `host[:port]` of the url, as containerd sends it in `?ns=`.
+    pub fn host_port(&self) -> String {
+        let host = self.url.host_str().unwrap_or_default();
+        match self.url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        }
+    }
+
+    /// Whether containerd's `ns` value names this upstream.
+    pub fn matches_ns(&self, ns: &str) -> bool {
+        ns == self.name || ns == self.host_port() || self.aliases.iter().any(|a| a == ns)
+    }
+}
+
+// ---- the file's shape -------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    manifest_ttl: Option<String>,
+    manifest_cache_size: Option<toml::Value>,
+    storage: Option<RawStorage>,
+    #[serde(default, rename = "upstream")]
+    upstreams: Vec<RawUpstream>,
+    tls: Option<toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    backend: Option<String>,
+    path: Option<PathBuf>,
+    index_path: Option<PathBuf>,
+    max_size: Option<toml::Value>,
+    bucket: Option<String>,
+    prefix: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    path_style: Option<bool>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    redirect: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: Option<String>,
+    url: Option<String>,
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(default)]
+    default: bool,
+    library_prefix: Option<bool>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    manifest_ttl: Option<String>,
+    connect_timeout: Option<String>,
+    read_timeout: Option<String>,
+    retries: Option<u32>,
+}
+
+// ---- validation ---------------------------------------------------------------------
+
+struct Ctx<'a> {
+    file: &'a str,
+    base_dir: Option<&'a Path>,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        v: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => humantime::parse_duration(s).map_err(|e| {
+                self.err(
+                    key,
+                    format!("{s:?} is not a duration like \"30s\" or \"5m\": {e}"),
+                )
+            }),
+        }
+    }
+
+    fn size(&self, key: &str, v: Option<&toml::Value>, default: u64) -> Result<u64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(toml::Value::Integer(n)) if *n >= 0 => Ok(*n as u64),
+            Some(toml::Value::String(s)) => {
+                parse_size(s).map_err(|e| self.err(key, format!("{s:?}: {e}")))
+            }
+            Some(other) => Err(self.err(key, format!("{other} is not a size like \"50GiB\""))),
+        }
+    }
+
+    /// Relative paths in a file are relative to the file, not to the working directory.
+    fn path(&self, p: PathBuf) -> PathBuf {
+        match self.base_dir {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::from_toml(&text, &file, path.parent())
+    }
+
+    /// The embedded default (`config/default.toml`), paths relative to the working directory.
+    pub fn embedded_default() -> Result<Self, ConfigError> {
+        Self::from_toml(DEFAULT_TOML, "(embedded default)", None)
+    }
+
+    pub fn from_toml(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Self, ConfigError> {
+        let cx = Ctx {
+            file,
+            base_dir: base_dir.filter(|d| !d.as_os_str().is_empty()),
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let key = e
+                .span()
+                .and_then(|s| text.get(..s.start))
+                .map(|before| format!("line {}", before.lines().count().max(1)))
+                .unwrap_or_else(|| "(syntax)".into());
+            cx.err(key, e.message().to_owned())
+        })?;
+
+        if raw.tls.is_some() {
+            return Err(cx.err(
+                "tls",
+                "TLS is not implemented in this version of ferry; terminate TLS in front of it",
+            ));
+        }
+        let listen_s = raw.listen.as_deref().unwrap_or("127.0.0.1:5000");
+        let listen = listen_s.parse().map_err(|_| {
+            cx.err(
+                "listen",
+                format!("{listen_s:?} is not an address like \"0.0.0.0:5000\""),
+            )
+        })?;
+        let manifest_ttl = cx.duration(
+            "manifest_ttl",
+            raw.manifest_ttl.as_deref(),
+            Duration::from_secs(60),
+        )?;
+        let manifest_cache_size = cx.size(
+            "manifest_cache_size",
+            raw.manifest_cache_size.as_ref(),
+            64 << 20,
+        )?;
+
+        let storage = validate_storage(&cx, raw.storage)?;
+
+        if raw.upstreams.is_empty() {
+            return Err(cx.err("upstream", "at least one [[upstream]] is required"));
+        }
+        let mut upstreams = Vec::new();
+        for (i, u) in raw.upstreams.into_iter().enumerate() {
+            upstreams.push(validate_upstream(&cx, i, u, manifest_ttl)?);
+        }
+        for (i, u) in upstreams.iter().enumerate() {
+            if upstreams[..i].iter().any(|o| o.name == u.name) {
+                return Err(cx.err(
+                    format!("upstream[{i}].name"),
+                    format!("{:?} is used twice", u.name),
+                ));
+            }
+        }
+        let defaults: Vec<_> = upstreams
+            .iter()
+            .filter(|u| u.default)
+            .map(|u| u.name.as_str())
+            .collect();
+        if defaults.len() > 1 {
+            return Err(cx.err(
+                "upstream.default",
+                format!("only one upstream may be default, found {defaults:?}"),
+            ));
+        }
+
+        Ok(Config {
+            source: file.to_owned(),
+            listen,
+            manifest_ttl,
+            manifest_cache_size,
+            storage,
+            upstreams,
+        })
+    }
+
+    /// The effective settings as TOML, secrets redacted (for `ferry check-config`).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# effective config from {}", self.source);
+        let _ = writeln!(out, "listen = {:?}", self.listen.to_string());
+        let _ = writeln!(
+            out,
+            "manifest_ttl = {:?}",
+            humantime::format_duration(self.manifest_ttl).to_string()
+        );
+        let _ = writeln!(out, "manifest_cache_size = {}", self.manifest_cache_size);
+        let _ = writeln!(
+            out,
+            "\n[storage]\nbackend = \"fs\"\npath = {:?}",
+            self.storage.path.display().to_string()
+        );
+        for u in &self.upstreams {
+            let _ = writeln!(
+                out,
+                "\n[[upstream]]\nname = {:?}\nurl = {:?}",
+                u.name,
+                u.url.as_str().trim_end_matches('/')
+            );
+            let _ = writeln!(
+                out,
+                "aliases = {:?}\ndefault = {}\nlibrary_prefix = {}",
+                u.aliases, u.default, u.library_prefix
+            );
+            if let Some(c) = &u.credentials {
+                let _ = writeln!(
+                    out,
+                    "username = {:?}\npassword = \"<redacted>\"",
+                    c.username
+                );
+            }
+            let _ = writeln!(
+                out,
+                "manifest_ttl = {:?}\nconnect_timeout = {:?}\nread_timeout = {:?}\nretries = {}",
+                humantime::format_duration(u.manifest_ttl).to_string(),
+                humantime::format_duration(u.connect_timeout).to_string(),
+                humantime::format_duration(u.read_timeout).to_string(),
+                u.retries
+            );
+        }
+        out
+    }
+}
+
+fn validate_storage(cx: &Ctx<'_>, raw: Option<RawStorage>) -> Result<StorageConfig, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(StorageConfig {
+            path: cx.path(PathBuf::from("./ferry-data")),
+        });
+    };
+    match raw.backend.as_deref().unwrap_or("fs") {
+        "fs" => {}
+        "s3" => {
+            return Err(cx.err(
+                "storage.backend",
+                "the S3 backend is not implemented in this version of ferry; use \"fs\"",
+            ))
+        }
+        other => {
+            return Err(cx.err(
+                "storage.backend",
+                format!("{other:?} is not a backend; use \"fs\""),
+            ))
+        }
+    }
+    let s3_keys = [
+        ("bucket", raw.bucket.is_some()),
+        ("prefix", raw.prefix.is_some()),
+        ("region", raw.region.is_some()),
+        ("endpoint", raw.endpoint.is_some()),
+        ("path_style", raw.path_style.is_some()),
+        ("access_key_id", raw.access_key_id.is_some()),
+        ("secret_access_key", raw.secret_access_key.is_some()),
+        ("redirect", raw.redirect.is_some()),
+    ];
+    if let Some((k, _)) = s3_keys.iter().find(|(_, set)| *set) {
+        return Err(cx.err(format!("storage.{k}"), "only applies to backend = \"s3\""));
+    }
+    if raw.index_path.is_some() {
+        return Err(cx.err(
+            "storage.index_path",
+            "the cache index is not implemented in this version of ferry",
+        ));
+    }
+    if raw.max_size.is_some() {
+        return Err(cx.err(
+            "storage.max_size",
+            "size limits need the cache index, which is not implemented in this version of ferry",
+        ));
+    }
+    let path = raw.path.unwrap_or_else(|| PathBuf::from("./ferry-data"));
+    if path.as_os_str().is_empty() {
+        return Err(cx.err("storage.path", "must not be empty"));
+    }
+    Ok(StorageConfig {
+        path: cx.path(path),
+    })
+}
+
+fn valid_upstream_name(n: &str) -> bool {
+    // The name is matched as the first path segment of repository names, so it
+    // follows the repository component grammar.
+    !n.is_empty()
+        && n.len() <= 128
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && n.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && n.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+fn validate_upstream(
+    cx: &Ctx<'_>,
+    i: usize,
+    u: RawUpstream,
+    global_ttl: Duration,
+) -> Result<UpstreamConfig, ConfigError> {
+    let key = |k: &str| format!("upstream[{i}].{k}");
+    let name = u.name.ok_or_else(|| cx.err(key("name"), "is required"))?;
+    if !valid_upstream_name(&name) {
+        return Err(cx.err(
+            key("name"),
+            format!("{name:?} must be lowercase letters, digits, '.', '_' or '-'"),
+        ));
+    }
+    let url_s = u.url.ok_or_else(|| cx.err(key("url"), "is required"))?;
+    let url = Url::parse(&url_s).map_err(|e| cx.err(key("url"), format!("{url_s:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(cx.err(
+            key("url"),
+            format!("{url_s:?} must be an http:// or https:// URL with a host"),
+        ));
+    }
+    if url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(cx.err(
+            key("url"),
+            format!("{url_s:?} must be a bare base URL (no path, query or credentials)"),
+        ));
+    }
+    for (j, a) in u.aliases.iter().enumerate() {
+        if a.is_empty() || a.contains(['/', ' ', '?', '#']) {
+            return Err(cx.err(
+                format!("upstream[{i}].aliases[{j}]"),
+                format!("{a:?} is not a host[:port]"),
+            ));
+        }
+    }
+    let password = match (u.password, u.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(cx.err(
+                key("password_file"),
+                "set password or password_file, not both",
+            ))
+        }
+        (Some(p), None) => Some(p),
+        (None, Some(f)) => {
+            let f = cx.path(f);
+            let p = std::fs::read_to_string(&f).map_err(|e| {
+                cx.err(
+                    key("password_file"),
+                    format!("cannot read {}: {e}", f.display()),
+                )
+            })?;
+            Some(p.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        (None, None) => None,
+    };
+    let credentials = match (u.username, password) {
+        (Some(username), Some(password)) => Some(Credentials { username, password }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(cx.err(
+                key("password"),
+                "username is set but no password or password_file",
+            ))
+        }
+        (None, Some(_)) => return Err(cx.err(key("username"), "a password is set but no username")),
+    };
+    let is_hub = url
+        .host_str()
+        .is_some_and(|h| DOCKER_HUB_HOSTS.contains(&h));
+    let retries = u.retries.unwrap_or(3);
+    if retries > 10 {
+        return Err(cx.err(key("retries"), format!("{retries} is more than 10")));
+    }
+    Ok(UpstreamConfig {
+        name,
+        url,
+        aliases: u.aliases,
+        default: u.default,
+        library_prefix: u.library_prefix.unwrap_or(is_hub),
+        credentials,
+        manifest_ttl: cx.duration(&key("manifest_ttl"), u.manifest_ttl.as_deref(), global_ttl)?,
+        connect_timeout: cx.duration(
+            &key("connect_timeout"),
+            u.connect_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        read_timeout: cx.duration(
+            &key("read_timeout"),
+            u.read_timeout.as_deref(),
+            Duration::from_secs(60),
+        )?,
+        retries,
+    })
+}
+
+#[cfg(test)]
+mod tests;

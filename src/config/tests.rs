@@ -1,0 +1,120 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, "test.toml", None)
+}
+
+const ONE: &str = r#"
+[[upstream]]
+name = "local"
+url = "http://127.0.0.1:5001"
+default = true
+"#;
+
+#[test]
+fn embedded_default_and_examples_are_valid() {
+    let c = Config::embedded_default().unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:5000");
+    assert_eq!(c.upstreams.len(), 6);
+    let hub = &c.upstreams[0];
+    assert!(
+        hub.default
+            && hub.library_prefix
+            && hub.matches_ns("docker.io")
+            && hub.matches_ns("index.docker.io")
+    );
+    assert!(!c.upstreams[1].library_prefix);
+    for f in [
+        "config/ferry.toml",
+        "config/minimal.toml",
+        "config/default.toml",
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+        Config::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+}
+
+#[test]
+fn defaults_and_ns_matching() {
+    let c = parse(ONE).unwrap();
+    let u = &c.upstreams[0];
+    assert_eq!(u.host_port(), "127.0.0.1:5001");
+    assert!(u.matches_ns("127.0.0.1:5001") && u.matches_ns("local") && !u.matches_ns("127.0.0.1"));
+    assert_eq!(u.manifest_ttl, Duration::from_secs(60));
+    assert_eq!(u.retries, 3);
+    assert!(!u.library_prefix);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases: &[(&str, &str)] = &[
+        ("listen = \"nope\"\n", "listen"),
+        ("manifest_ttl = \"soon\"\n", "manifest_ttl"),
+        ("manifest_cache_size = \"lots\"\n", "manifest_cache_size"),
+        ("[storage]\nbackend = \"ftp\"\n", "storage.backend"),
+        ("[storage]\nbackend = \"s3\"\n", "storage.backend"),
+        ("[storage]\nbucket = \"b\"\n", "storage.bucket"),
+        ("[storage]\nmax_size = \"1GiB\"\n", "storage.max_size"),
+        ("[tls]\ncert = \"c\"\n", "tls"),
+    ];
+    for (prefix, key) in cases {
+        let e = parse(&format!("{prefix}{ONE}")).unwrap_err();
+        assert_eq!(&e.key, key, "{prefix}: {e}");
+        assert!(e.to_string().starts_with("test.toml: "), "{e}");
+    }
+    let ups: &[(&str, &str)] = &[
+        (
+            "name = \"Bad Name\"\nurl = \"http://x\"",
+            "upstream[0].name",
+        ),
+        ("name = \"a\"\nurl = \"ftp://x\"", "upstream[0].url"),
+        ("name = \"a\"\nurl = \"http://x/v2\"", "upstream[0].url"),
+        ("name = \"a\"\nurl = \"http://u:p@x\"", "upstream[0].url"),
+        (
+            "name = \"a\"\nurl = \"http://x\"\nusername = \"u\"",
+            "upstream[0].password",
+        ),
+        (
+            "name = \"a\"\nurl = \"http://x\"\nread_timeout = \"x\"",
+            "upstream[0].read_timeout",
+        ),
+        (
+            "name = \"a\"\nurl = \"http://x\"\naliases = [\"a/b\"]",
+            "upstream[0].aliases[0]",
+        ),
+        ("url = \"http://x\"", "upstream[0].name"),
+    ];
+    for (body, key) in ups {
+        let e = parse(&format!("[[upstream]]\n{body}\n")).unwrap_err();
+        assert_eq!(&e.key, key, "{body}: {e}");
+    }
+    let e = parse(&format!("{ONE}{ONE}")).unwrap_err();
+    assert_eq!(e.key, "upstream[1].name");
+    let e = parse(&format!(
+        "{ONE}[[upstream]]\nname = \"b\"\nurl = \"http://y\"\ndefault = true\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "upstream.default");
+    let e = parse("bogus = 1\n").unwrap_err();
+    assert!(e.message.contains("bogus"), "{e}");
+    assert_eq!(e.key, "line 1");
+    assert_eq!(parse("").unwrap_err().key, "upstream");
+}
+
+#[test]
+fn password_file_and_redaction() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+    let text = "[[upstream]]\nname = \"a\"\nurl = \"https://x\"\nusername = \"bot\"\npassword_file = \"pw\"\n";
+    let c = Config::from_toml(text, "f.toml", Some(dir.path())).unwrap();
+    let creds = c.upstreams[0].credentials.as_ref().unwrap();
+    assert_eq!(creds.password, "s3cret");
+    assert!(!c.render().contains("s3cret"));
+    assert!(!format!("{c:?}").contains("s3cret"));
+    let rendered = c.render();
+    assert!(rendered.contains("password = \"<redacted>\""));
+    // Relative storage paths resolve against the config file's directory.
+    let text = format!("[storage]\npath = \"data\"\n{ONE}");
+    let c = Config::from_toml(&text, "f.toml", Some(dir.path())).unwrap();
+    assert_eq!(c.storage.path, dir.path().join("data"));
+}

@@ -1,0 +1,127 @@
+//! The proxy's errors, and the one place they become OCI errors.
+
+use ferry_storage::StoreError;
+
+use crate::oci::{Digest, ErrorCode, OciError, RangeError};
+use crate::upstream::UpstreamError;
+
+/// What a request was after, so an upstream 404 becomes the right *_UNKNOWN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Blob,
+    Manifest,
+    Tags,
+    Referrers,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no upstream is configured for {0:?}")]
+    UnknownUpstream(String),
+    #[error("the request names no upstream and none is the default")]
+    NoDefaultUpstream,
+    #[error("{0}")]
+    Oci(OciError),
+    #[error("manifest of type {0} is not in the Accept header")]
+    NotAcceptable(String),
+    #[error("{kind:?} request failed upstream: {err}")]
+    Upstream { kind: Kind, err: UpstreamError },
+    #[error("upstream sent content that does not match {0}")]
+    Corrupt(String),
+    #[error("upstream sent an invalid manifest: {0}")]
+    BadManifest(String),
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("blob {0} is not available")]
+    BlobGone(Digest),
+}
+
+impl ProxyError {
+    pub fn upstream(kind: Kind) -> impl FnOnce(UpstreamError) -> Self {
+        move |err| Self::Upstream { kind, err }
+    }
+
+    /// True when the upstream is unwell (as opposed to "no such thing"): stale content may be served.
+    pub fn upstream_is_down(&self) -> bool {
+        matches!(self, Self::Upstream { err, .. } if err.is_transient())
+    }
+}
+
+impl From<ProxyError> for OciError {
+    fn from(e: ProxyError) -> Self {
+        match e {
+            ProxyError::UnknownUpstream(ns) => OciError::new(
+                ErrorCode::NameUnknown,
+                "no upstream configured for this registry",
+            )
+            .with_detail(ns),
+            ProxyError::NoDefaultUpstream => OciError::new(
+                ErrorCode::NameUnknown,
+                "name a registry: a path prefix /v2/<upstream>/... or ?ns=<host>",
+            ),
+            ProxyError::Oci(oci) => oci,
+            ProxyError::NotAcceptable(mt) => {
+                OciError::new(ErrorCode::ManifestUnknown, "manifest type not accepted").with_detail(
+                    format!("the manifest is {mt}, which the Accept header does not list"),
+                )
+            }
+            ProxyError::Upstream { kind, err } => upstream_error(kind, err),
+            ProxyError::Corrupt(what) => OciError::new(
+                ErrorCode::Unavailable,
+                "upstream sent content that does not match its digest",
+            )
+            .with_detail(what),
+            ProxyError::BadManifest(why) => {
+                OciError::new(ErrorCode::Unavailable, "upstream sent an invalid manifest")
+                    .with_detail(why)
+            }
+            ProxyError::Range(r) => r.into(),
+            ProxyError::Store(StoreError::NoSpace(_)) => {
+                OciError::new(ErrorCode::Unavailable, "cache storage is full").with_retry_after(30)
+            }
+            ProxyError::Store(s) => {
+                OciError::new(ErrorCode::Unknown, "storage error").with_detail(s.to_string())
+            }
+            ProxyError::BlobGone(d) => {
+                OciError::new(ErrorCode::BlobUnknown, "blob unknown").with_detail(d.to_string())
+            }
+        }
+    }
+}
+
+fn upstream_error(kind: Kind, err: UpstreamError) -> OciError {
+    let detail = err.to_string();
+    match err {
+        UpstreamError::NotFound => {
+            let (code, msg) = match kind {
+                Kind::Blob => (ErrorCode::BlobUnknown, "blob unknown to registry"),
+                Kind::Manifest | Kind::Referrers => {
+                    (ErrorCode::ManifestUnknown, "manifest unknown")
+                }
+                Kind::Tags => (
+                    ErrorCode::NameUnknown,
+                    "repository name not known to registry",
+                ),
+            };
+            OciError::new(code, msg)
+        }
+        // Never UNAUTHORIZED: that would ask the client to log in to ferry.
+        UpstreamError::Denied { .. } => {
+            OciError::new(ErrorCode::Denied, "the upstream registry denied access")
+                .with_detail(detail)
+        }
+        UpstreamError::TooManyRequests { retry_after } => {
+            OciError::new(ErrorCode::TooManyRequests, "upstream rate limit reached")
+                .with_retry_after(retry_after.unwrap_or(10))
+        }
+        UpstreamError::Status { .. }
+        | UpstreamError::Unreachable(_)
+        | UpstreamError::Protocol(_) => {
+            OciError::new(ErrorCode::Unavailable, "upstream registry unavailable")
+                .with_detail(detail)
+                .with_retry_after(5)
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The pull-through cache: decides which upstream a request is for, serves what the
+//! store has, and fetches (once) what it lacks.
+//!
+//! Uses `upstream` and `ferry_storage`; knows nothing of axum. Handlers call
+//! [`Mirror::route`] and then one of the `blob` / `manifest` / `tags` / `referrers`
+//! methods, and turn the reply into a response.
+
+mod blobs;
+pub mod error;
+pub mod fill;
+mod manifests;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ferry_storage::{BlobStore, MetaStore, TagKey, TagRecord};
+
+pub use blobs::BlobReply;
+pub use error::{Kind, ProxyError};
+pub use manifests::{ManifestReply, ReferrersReply, TagsReply};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::oci::{Digest, RepoName};
+use crate::upstream::Upstream;
+
+/// An upstream and the repository name to ask it for.
+#[derive(Clone)]
+pub struct Route {
+    pub upstream: Arc<Upstream>,
+    pub repo: RepoName,
+}
+
+/// (upstream, repository, subject digest, artifactType filter).
+type ReferrersKey = (String, String, Digest, Option<String>);
+
+pub struct Mirror {
+    upstreams: Vec<Arc<Upstream>>,
+    store: Arc<dyn BlobStore>,
+    meta: Arc<dyn MetaStore>,
+    fills: Arc<fill::Fills>,
+    metrics: Arc<Metrics>,
+    /// Hot manifests by digest, bounded by bytes.
+    manifests: moka::future::Cache<Digest, ManifestReply>,
+    /// Tag answers: the record and when this process last confirmed it.
+    tags: moka::future::Cache<TagKey, (TagRecord, Instant)>,
+    /// Referrers responses by (upstream, repo, digest, artifactType), expiring after the manifest TTL.
+    referrers: moka::future::Cache<ReferrersKey, (Bytes, String)>,
+}
+
+impl Mirror {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn BlobStore>,
+        meta: Arc<dyn MetaStore>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::new(u.clone(), metrics.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let manifests = moka::future::Cache::builder()
+            .weigher(|_k: &Digest, v: &ManifestReply| {
+                u32::try_from(v.bytes.len()).unwrap_or(u32::MAX)
+            })
+            .max_capacity(config.manifest_cache_size)
+            .build();
+        Ok(Self {
+            upstreams,
+            store,
+            meta,
+            fills: Arc::default(),
+            metrics,
+            manifests,
+            tags: moka::future::Cache::builder().max_capacity(100_000).build(),
+            referrers: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(config.manifest_ttl)
+                .build(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.store
+    }
+
+    pub fn fills_in_flight(&self) -> usize {
+        self.fills.len()
+    }
+
+    /// Picks the upstream for a request (DESIGN §3, a contract): a path prefix naming
+    /// an upstream, then containerd's `ns`, then the default upstream.
+    pub fn route(&self, raw_name: &str, ns: Option<&str>) -> Result<Route, ProxyError> {
+        let by_prefix = raw_name.split_once('/').and_then(|(first, rest)| {
+            self.upstreams
+                .iter()
+                .find(|u| u.name() == first)
+                .map(|u| (u, rest))
+        });
+        let (upstream, name) = match (by_prefix, ns) {
+            (Some((u, rest)), _) => (u, rest),
+            (None, Some(ns)) => {
+                let u = self
+                    .upstreams
+                    .iter()
+                    .find(|u| u.cfg.matches_ns(ns))
+                    .ok_or_else(|| ProxyError::UnknownUpstream(ns.chars().take(255).collect()))?;
+                (u, raw_name)
+            }
+            (None, None) => {
+                let u = self
+                    .upstreams
+                    .iter()
+                    .find(|u| u.cfg.default)
+                    .ok_or(ProxyError::NoDefaultUpstream)?;
+                (u, raw_name)
+            }
+        };
+        let mut repo = RepoName::parse(name).map_err(|e| ProxyError::Oci(e.into()))?;
+        if upstream.cfg.library_prefix {
+            repo = repo.with_library_prefix();
+        }
+        Ok(Route {
+            upstream: upstream.clone(),
+            repo,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
