@@ -1,0 +1,143 @@
+//! Shared test harness: a real ferry on 127.0.0.1:0, a real upstream (Debian's
+//! `docker-registry`), an OCI image builder, skopeo helpers and a fake upstream
+//! for faults a real registry cannot produce on demand.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod fake;
+pub mod image;
+pub mod registry;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ferry::config::Config;
+use tokio::sync::oneshot;
+
+/// A ferry node running in this process on a loopback port.
+pub struct TestFerry {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub data: PathBuf,
+    pub app_metrics: std::sync::Arc<ferry::metrics::Metrics>,
+    _dir: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestFerry {
+    /// Starts ferry with the given `[[upstream]]` tables (and any other keys) and a fresh store.
+    pub async fn start(config_body: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut f = Self::start_at(config_body, &data).await;
+        f._dir = Some(dir);
+        f
+    }
+
+    /// Starts ferry on an existing data directory (for restart tests).
+    pub async fn start_at(config_body: &str, data: &Path) -> Self {
+        // Top-level keys in `config_body` come before any table.
+        let text = format!(
+            "{config_body}\n[storage]\npath = {:?}\n",
+            data.display().to_string()
+        );
+        let config = Config::from_toml(&text, "test.toml", None).unwrap();
+        let app = ferry::build_app(&config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            ferry::run(listener, app.router, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            addr,
+            url: format!("http://{addr}"),
+            data: data.to_path_buf(),
+            app_metrics: app.metrics,
+            _dir: None,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.data.join("blobs/sha256").join(&hex[..2]).join(hex)
+    }
+
+    /// Files left in the store's temp directory.
+    pub fn temp_files(&self) -> usize {
+        std::fs::read_dir(self.data.join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    pub fn metrics(&self) -> String {
+        self.app_metrics.render()
+    }
+
+    /// Sum of a metric's samples whose label set contains every `labels` pair.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics(), name, labels)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for TestFerry {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn have(cmd: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
