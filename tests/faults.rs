@@ -425,3 +425,41 @@ async fn stale_tag_served_when_upstream_fails_and_404_is_not_masked() {
         .remove(&("app".to_owned(), "v1".to_owned()));
     assert_eq!(get().await.unwrap().status(), 404);
 }
+
+#[tokio::test]
+async fn tags_pages_link_back_through_ferry() {
+    let up = FakeUpstream::start().await;
+    let ferry = TestFerry::start(&format!(
+        "[[upstream]]\nname = \"fake\"\nurl = \"{}\"\n",
+        up.url
+    ))
+    .await;
+    let c = client();
+    let r = c
+        .get(format!("{}/v2/fake/team/app/tags/list?n=2", ferry.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let link = r.headers()["link"].to_str().unwrap().to_owned();
+    assert_eq!(
+        link,
+        r#"</v2/fake/team/app/tags/list?n=2&last=b>; rel="next""#
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["tags"], serde_json::json!(["a", "b"]));
+    let next = link.trim_start_matches('<').split('>').next().unwrap();
+    let r = c.get(format!("{}{next}", ferry.url)).send().await.unwrap();
+    assert!(r.headers().get("link").is_none());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["tags"], serde_json::json!(["c"]));
+    // A non-numeric n is refused before anything goes upstream.
+    let before = up.total_hits();
+    let r = c
+        .get(format!("{}/v2/fake/team/app/tags/list?n=lots", ferry.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(up.total_hits(), before);
+}

@@ -93,7 +93,7 @@ async fn dispatch(
             let route = mirror.route(&name, q.ns.as_deref())?;
             if q.n.as_deref().is_some_and(|n| n.parse::<u32>().is_err()) {
                 return Err(OciError::new(
-                    ErrorCode::Unsupported,
+                    ErrorCode::PaginationNumberInvalid,
                     "n must be a non-negative integer",
                 ));
             }

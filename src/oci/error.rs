@@ -18,6 +18,8 @@ pub enum ErrorCode {
     RangeInvalid,
     /// A well-formed Range that lies outside the blob.
     RangeNotSatisfiable,
+    /// A tag-list `n` that is not a number (distribution's code).
+    PaginationNumberInvalid,
     Unauthorized,
     Denied,
     Unsupported,
@@ -37,6 +39,7 @@ impl ErrorCode {
             Self::DigestInvalid => "DIGEST_INVALID",
             Self::ManifestInvalid => "MANIFEST_INVALID",
             Self::RangeInvalid | Self::RangeNotSatisfiable => "RANGE_INVALID",
+            Self::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Self::Unauthorized => "UNAUTHORIZED",
             Self::Denied => "DENIED",
             Self::Unsupported => "UNSUPPORTED",
@@ -53,7 +56,8 @@ impl ErrorCode {
             | Self::TagInvalid
             | Self::DigestInvalid
             | Self::ManifestInvalid
-            | Self::RangeInvalid => 400,
+            | Self::RangeInvalid
+            | Self::PaginationNumberInvalid => 400,
             Self::RangeNotSatisfiable => 416,
             Self::Unauthorized => 401,
             Self::Denied => 403,

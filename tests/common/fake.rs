@@ -235,8 +235,26 @@ async fn handle(
             Some(b) => (digest.to_owned(), b, "application/octet-stream".to_owned()),
             None => return oci_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
         }
-    } else if rest.ends_with("/tags/list") {
-        return (StatusCode::OK, r#"{"name":"x","tags":["a","b"]}"#).into_response();
+    } else if let Some(repo) = rest.strip_suffix("/tags/list") {
+        // Pages of two, like a registry that honours n/last.
+        let q = uri.query().unwrap_or_default();
+        if q.contains("last=b") {
+            return (
+                StatusCode::OK,
+                format!(r#"{{"name":"{repo}","tags":["c"]}}"#),
+            )
+                .into_response();
+        }
+        let mut r = (
+            StatusCode::OK,
+            format!(r#"{{"name":"{repo}","tags":["a","b"]}}"#),
+        )
+            .into_response();
+        if q.contains("n=2") {
+            let link = format!(r#"</v2/{repo}/tags/list?last=b&n=2>; rel="next""#);
+            r.headers_mut().insert(header::LINK, link.parse().unwrap());
+        }
+        return r;
     } else {
         return oci_error(StatusCode::NOT_FOUND, "NAME_UNKNOWN");
     };

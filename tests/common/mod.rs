@@ -85,13 +85,15 @@ impl TestFerry {
         metric_sum(&self.metrics(), name, labels)
     }
 
-    pub async fn stop(mut self) {
+    /// Shuts the server down gracefully; returns the temp dir so the data can outlive it.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+        self._dir.take()
     }
 }
 

@@ -108,14 +108,19 @@ impl Drop for Registry {
 
 /// Runs skopeo with a permissive signature policy; the error carries its stderr.
 pub fn skopeo(args: &[&str]) -> Result<(), String> {
-    skopeo_env(args, &[])
+    skopeo_conf(args, None)
 }
 
-pub fn skopeo_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
-    let out = Command::new("skopeo")
-        .arg("--insecure-policy")
+/// Runs skopeo; `registries_conf`, when given, replaces /etc/containers/registries.conf
+/// (skopeo 1.9 only honours the global flag, not CONTAINERS_REGISTRIES_CONF).
+pub fn skopeo_conf(args: &[&str], registries_conf: Option<&str>) -> Result<(), String> {
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("--insecure-policy");
+    if let Some(conf) = registries_conf {
+        cmd.args(["--registries-conf", conf]);
+    }
+    let out = cmd
         .args(args)
-        .envs(env.iter().copied())
         .env_remove("http_proxy")
         .env_remove("HTTP_PROXY")
         .output()
@@ -131,16 +136,19 @@ pub fn skopeo_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
 }
 
 /// Pulls `reference` (docker://...) into a fresh OCI layout and returns its directory.
-pub fn skopeo_pull(reference: &str, env: &[(&str, &str)]) -> Result<tempfile::TempDir, String> {
+pub fn skopeo_pull(
+    reference: &str,
+    registries_conf: Option<&str>,
+) -> Result<tempfile::TempDir, String> {
     let out = tempfile::tempdir().unwrap();
-    skopeo_env(
+    skopeo_conf(
         &[
             "copy",
             "--src-tls-verify=false",
             reference,
             &format!("oci:{}:pulled", out.path().display()),
         ],
-        env,
+        registries_conf,
     )?;
     Ok(out)
 }
