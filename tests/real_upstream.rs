@@ -502,3 +502,51 @@ async fn ranges_and_bad_input_get_oci_errors() {
         assert!(m.contains(name), "{name} missing from /metrics");
     }
 }
+
+#[tokio::test]
+async fn containerd_pulls_through_hosts_toml() {
+    let reg = Registry::start().await;
+    let image = Image::random(&[1 << 20, 2 << 20]);
+    reg.push(&image, "team/app", "v1");
+    // containerd will ask for 127.0.0.1:1, which is unreachable: only the mirror can answer.
+    // ferry knows that name as an alias of the real upstream.
+    let ferry = TestFerry::start(&format!(
+        "[[upstream]]\nname = \"local\"\nurl = \"{}\"\naliases = [\"127.0.0.1:1\"]\n",
+        reg.url
+    ))
+    .await;
+    let ctd = common::containerd::Containerd::start().await;
+    let hosts = tempfile::tempdir().unwrap();
+    common::containerd::Containerd::hosts_dir(hosts.path(), "127.0.0.1:1", &ferry.url);
+    let hosts_s = hosts.path().display().to_string();
+    let (out, ctd) = tokio::task::spawn_blocking(move || {
+        let out = ctd.ctr(&[
+            "images",
+            "pull",
+            "--hosts-dir",
+            &hosts_s,
+            "127.0.0.1:1/team/app:v1",
+        ]);
+        (out, ctd)
+    })
+    .await
+    .unwrap();
+    out.unwrap_or_else(|e| panic!("{e}\n{}", ctd.log()));
+    // containerd verified every digest and unpacked the layers; check it has them all.
+    let images = ctd.ctr(&["images", "ls", "-q"]).unwrap();
+    assert!(images.contains("127.0.0.1:1/team/app:v1"), "{images}");
+    let content = ctd.ctr(&["content", "ls", "-q"]).unwrap();
+    for b in image.blobs() {
+        assert!(
+            content.contains(&b.digest),
+            "{} not in containerd's store:\n{content}",
+            b.digest
+        );
+    }
+    assert!(
+        ferry.metric(
+            "ferry_cache_lookups_total",
+            &[("kind", "blob"), ("result", "miss")]
+        ) >= 3.0
+    );
+}

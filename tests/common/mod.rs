@@ -3,6 +3,7 @@
 //! for faults a real registry cannot produce on demand.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod containerd;
 pub mod fake;
 pub mod image;
 pub mod registry;

@@ -1,0 +1,139 @@
+//! The `ferry` binary itself: the embedded default and config checking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+#[test]
+fn check_config_prints_effective_settings_and_redacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ok.toml");
+    std::fs::write(
+        &file,
+        "[[upstream]]\nname = \"hub\"\nurl = \"https://registry-1.docker.io\"\ndefault = true\nusername = \"u\"\npassword = \"hunter2\"\n",
+    )
+    .unwrap();
+    let out = Command::new(FERRY)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("library_prefix = true"), "{text}");
+    assert!(text.contains("manifest_ttl = \"1m\""), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    for example in [
+        "config/ferry.toml",
+        "config/minimal.toml",
+        "config/default.toml",
+    ] {
+        let out = Command::new(FERRY)
+            .args(["check-config", example])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn check_config_names_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[[upstream]]\nname = \"a\"\nurl = \"gopher://x\"\n",
+            "upstream[0].url",
+        ),
+        ("listen = 5\n", "line 1"),
+        (
+            "[storage]\nbackend = \"s3\"\n[[upstream]]\nname = \"a\"\nurl = \"http://x\"\n",
+            "storage.backend",
+        ),
+    ];
+    for (i, (body, key)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, body).unwrap();
+        let out = Command::new(FERRY)
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(&file.display().to_string()) && err.contains(key),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = Command::new(FERRY)
+        .args(["check-config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
+}
+
+#[test]
+fn serve_without_config_runs_the_embedded_default() {
+    // The embedded default listens on 127.0.0.1:5000 and stores under ./ferry-data.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(FERRY)
+        .arg("serve")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ok = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("ferry serve exited with {status}: {err}");
+        }
+        let resp = std::net::TcpStream::connect("127.0.0.1:5000")
+            .ok()
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .ok()?;
+                let mut r = String::new();
+                s.read_to_string(&mut r).ok()?;
+                Some(r)
+            });
+        if let Some(r) = resp {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing answered on 127.0.0.1:5000"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Stop it with SIGTERM, as an init system would, and expect a clean exit.
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(
+        ok.to_ascii_lowercase()
+            .contains("docker-distribution-api-version: registry/2.0"),
+        "{ok}"
+    );
+    assert!(dir.path().join("ferry-data/blobs/sha256").is_dir());
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
