@@ -463,3 +463,43 @@ async fn tags_pages_link_back_through_ferry() {
     assert_eq!(r.status(), 400);
     assert_eq!(up.total_hits(), before);
 }
+
+#[tokio::test]
+async fn concurrent_manifest_misses_share_one_upstream_request() {
+    let (up, ferry) = setup().await;
+    let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
+    let digest = up.add_manifest(
+        "app",
+        "v1",
+        body,
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    up.fault("v1", Fault::Delay(Duration::from_millis(300)));
+    up.fault(&digest, Fault::Delay(Duration::from_millis(300)));
+    for reference in ["v1", digest.as_str()] {
+        let url = format!("{}/v2/app/manifests/{reference}", ferry.url);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { client().get(&url).send().await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            let r = t.await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+        }
+    }
+    assert_eq!(
+        up.hits("HEAD", "/v2/app/manifests/v1"),
+        1,
+        "one revalidation"
+    );
+    assert_eq!(
+        up.hits("GET", "/v2/app/manifests/v1"),
+        1,
+        "one fetch by tag"
+    );
+    // The digest was stored by the tag fetch: no request by digest at all.
+    assert_eq!(up.hits("GET", &format!("/v2/app/manifests/{digest}")), 0);
+}

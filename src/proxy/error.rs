@@ -36,6 +36,25 @@ pub enum ProxyError {
     Store(#[from] StoreError),
     #[error("blob {0} is not available")]
     BlobGone(Digest),
+    /// The outcome of a coalesced request, shared by every caller that waited for it.
+    #[error("{}", .0.oci)]
+    Shared(SharedError),
+}
+
+/// A [`ProxyError`] in the form concurrent callers can share.
+#[derive(Debug, Clone)]
+pub struct SharedError {
+    pub oci: OciError,
+    pub upstream_down: bool,
+}
+
+impl From<ProxyError> for SharedError {
+    fn from(e: ProxyError) -> Self {
+        Self {
+            upstream_down: e.upstream_is_down(),
+            oci: e.into(),
+        }
+    }
 }
 
 impl ProxyError {
@@ -45,7 +64,19 @@ impl ProxyError {
 
     /// True when the upstream is unwell (as opposed to "no such thing"): stale content may be served.
     pub fn upstream_is_down(&self) -> bool {
-        matches!(self, Self::Upstream { err, .. } if err.is_transient())
+        match self {
+            Self::Upstream { err, .. } => err.is_transient(),
+            Self::Shared(s) => s.upstream_down,
+            Self::UnknownUpstream(_)
+            | Self::NoDefaultUpstream
+            | Self::Oci(_)
+            | Self::NotAcceptable(_)
+            | Self::Corrupt(_)
+            | Self::BadManifest(_)
+            | Self::Range(_)
+            | Self::Store(_)
+            | Self::BlobGone(_) => false,
+        }
     }
 }
 
@@ -87,6 +118,7 @@ impl From<ProxyError> for OciError {
             ProxyError::BlobGone(d) => {
                 OciError::new(ErrorCode::BlobUnknown, "blob unknown").with_detail(d.to_string())
             }
+            ProxyError::Shared(s) => s.oci,
         }
     }
 }

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, LINK};
 use reqwest::Method;
 
-use super::error::{Kind, ProxyError};
+use super::error::{Kind, ProxyError, SharedError};
 use super::{Mirror, Route};
 use crate::oci::{
     media_type_of, Digest, MediaTypes, Reference, Tag, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES,
@@ -101,7 +101,17 @@ impl Mirror {
                 }
             }
         }
-        match self.revalidate_tag(route, &key).await {
+        let fetch_key = (key.upstream.clone(), key.repo.clone(), key.tag.clone());
+        let revalidated = self
+            .fetches
+            .run(&fetch_key, || async {
+                self.revalidate_tag(route, &key)
+                    .await
+                    .map_err(SharedError::from)
+            })
+            .await
+            .map_err(ProxyError::Shared);
+        match revalidated {
             Ok(m) => Ok(m),
             Err(e) if e.upstream_is_down() => {
                 let Some((record, _)) = known else {

@@ -6,6 +6,7 @@
 //! methods, and turn the reply into a response.
 
 mod blobs;
+mod coalesce;
 pub mod error;
 pub mod fill;
 mod manifests;
@@ -32,6 +33,10 @@ pub struct Route {
     pub repo: RepoName,
 }
 
+/// (upstream, repository, tag or digest): one manifest fetch or tag revalidation.
+type FetchKey = (String, String, String);
+type FetchResult = Result<ManifestReply, error::SharedError>;
+
 /// (upstream, repository, subject digest, artifactType filter).
 type ReferrersKey = (String, String, Digest, Option<String>);
 
@@ -47,6 +52,8 @@ pub struct Mirror {
     tags: moka::future::Cache<TagKey, (TagRecord, Instant)>,
     /// Referrers responses by (upstream, repo, digest, artifactType), expiring after the manifest TTL.
     referrers: moka::future::Cache<ReferrersKey, (Bytes, String)>,
+    /// Concurrent misses and revalidations of one manifest share one upstream request.
+    fetches: coalesce::Coalesce<FetchKey, FetchResult>,
 }
 
 impl Mirror {
@@ -79,6 +86,7 @@ impl Mirror {
                 .max_capacity(10_000)
                 .time_to_live(config.manifest_ttl)
                 .build(),
+            fetches: coalesce::Coalesce::default(),
         })
     }
 

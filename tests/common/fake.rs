@@ -30,6 +30,8 @@ pub enum Fault {
     NoLength,
     /// Ignore Range headers (answer 200 with the whole body).
     IgnoreRange,
+    /// Wait this long before answering.
+    Delay(Duration),
 }
 
 #[derive(Default)]
@@ -293,6 +295,7 @@ async fn handle(
             Fault::Slow { chunk, delay } => slow = Some((chunk, delay)),
             Fault::NoLength => no_length = true,
             Fault::IgnoreRange => honour_range = false,
+            Fault::Delay(d) => tokio::time::sleep(d).await,
         }
     }
     let total = body.len();
