@@ -503,3 +503,204 @@ async fn concurrent_manifest_misses_share_one_upstream_request() {
     // The digest was stored by the tag fetch: no request by digest at all.
     assert_eq!(up.hits("GET", &format!("/v2/app/manifests/{digest}")), 0);
 }
+
+#[tokio::test]
+async fn basic_auth_upstream() {
+    let up = FakeUpstream::start().await;
+    up.require_basic("bot", "pw");
+    let digest = up.add_blob(random(100));
+    let ferry = TestFerry::start(&format!(
+        "[[upstream]]\nname = \"fake\"\nurl = \"{}\"\ndefault = true\nusername = \"bot\"\npassword = \"pw\"\n",
+        up.url
+    ))
+    .await;
+    for _ in 0..2 {
+        let d = up.add_blob(random(10));
+        let r = client()
+            .get(format!("{}/v2/app/blobs/{d}", ferry.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = client()
+        .get(format!("{}/v2/app/blobs/{digest}", ferry.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // After the first challenge, credentials go up front: 1 challenged + 3 authenticated requests.
+    let seen = up.state.seen_auth.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.iter().all(|a| a.starts_with("Basic ")));
+}
+
+#[tokio::test]
+async fn referrers_are_passed_through_and_cached() {
+    let (up, ferry) = setup().await;
+    let subject = format!("sha256:{}", "5".repeat(64));
+    let sig = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{}", "6".repeat(64)), "size": 10, "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json"});
+    let sbom = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{}", "7".repeat(64)), "size": 11, "artifactType": "application/spdx+json"});
+    up.add_referrer(
+        &subject,
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        sig,
+    );
+    up.add_referrer(&subject, "application/spdx+json", sbom);
+    let url = format!("{}/v2/team/app/referrers/{subject}", ferry.url);
+    for _ in 0..3 {
+        let r = client().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/vnd.oci.image.index.v1+json"
+        );
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["manifests"].as_array().unwrap().len(), 2);
+    }
+    assert_eq!(
+        up.hits("GET", &format!("/v2/team/app/referrers/{subject}")),
+        1,
+        "cached by digest"
+    );
+    let r = client()
+        .get(format!("{url}?artifactType=application/spdx%2Bjson"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        body["manifests"][0]["artifactType"],
+        "application/spdx+json"
+    );
+    let r = client()
+        .get(format!("{}/v2/team/app/referrers/sha256:nope", ferry.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn indexes_and_lists_keep_their_media_types() {
+    let (up, ferry) = setup().await;
+    let cases = [
+        (
+            "oci-index",
+            "application/vnd.oci.image.index.v1+json",
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+        ),
+        (
+            "oci-index-no-mt",
+            "application/vnd.oci.image.index.v1+json",
+            r#"{"schemaVersion":2,"manifests":[]}"#,
+        ),
+        (
+            "docker-list",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#,
+        ),
+        (
+            "docker-v2",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{},"layers":[]}"#,
+        ),
+    ];
+    for (tag, mt, body) in cases {
+        let digest = up.add_manifest("deep/a.b/c_d/e-f/g", tag, body.as_bytes(), mt);
+        for reference in [tag, digest.as_str()] {
+            let r = client()
+                .get(format!(
+                    "{}/v2/deep/a.b/c_d/e-f/g/manifests/{reference}",
+                    ferry.url
+                ))
+                .header("accept", ferry::oci::MANIFEST_ACCEPT)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{tag} {reference}");
+            assert_eq!(r.headers()["content-type"], mt, "{tag} {reference}");
+            assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+            assert_eq!(r.bytes().await.unwrap().as_ref(), body.as_bytes());
+        }
+    }
+    // A client that takes only single-platform manifests does not get an index.
+    let r = client()
+        .get(format!(
+            "{}/v2/deep/a.b/c_d/e-f/g/manifests/oci-index",
+            ferry.url
+        ))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN");
+}
+
+#[tokio::test]
+async fn stalled_upstream_times_out_and_stores_nothing() {
+    let up = FakeUpstream::start().await;
+    let ferry = TestFerry::start(&format!(
+        "[[upstream]]\nname = \"fake\"\nurl = \"{}\"\ndefault = true\nread_timeout = \"300ms\"\nretries = 0\n",
+        up.url
+    ))
+    .await;
+    let digest = up.add_blob(random(2 << 20));
+    // One chunk, then silence far longer than the read timeout, on every attempt.
+    up.fault(
+        &digest,
+        Fault::Slow {
+            chunk: 64 * 1024,
+            delay: Duration::from_secs(30),
+        },
+    );
+    let start = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        fetch(&format!("{}/v2/app/blobs/{digest}", ferry.url)),
+    )
+    .await
+    .expect("a stalled upstream must not hang the client");
+    assert!(
+        r.is_err() || r.as_ref().unwrap().0 >= 500,
+        "{:?}",
+        r.map(|(s, b)| (s, b.len()))
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!ferry.blob_path(&digest).exists());
+    assert_eq!(ferry.temp_files(), 0);
+}
+
+#[tokio::test]
+async fn head_of_a_missing_blob_does_not_start_a_download() {
+    let (up, ferry) = setup().await;
+    let data = random(300_000);
+    let digest = up.add_blob(data.clone());
+    let r = client()
+        .head(format!("{}/v2/app/blobs/{digest}", ferry.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "300000");
+    assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+    assert_eq!(up.hits("HEAD", &format!("/v2/app/blobs/{digest}")), 1);
+    assert_eq!(up.hits("GET", &format!("/v2/app/blobs/{digest}")), 0);
+    assert!(!ferry.blob_path(&digest).exists());
+    let missing = format!("sha256:{}", "9".repeat(64));
+    let r = client()
+        .head(format!("{}/v2/app/blobs/{missing}", ferry.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

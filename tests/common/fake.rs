@@ -45,6 +45,10 @@ pub struct FakeState {
     pub token_requests: AtomicUsize,
     /// When set, /v2 requests need `Bearer <token>` from /token, which needs these Basic credentials (if Some).
     pub bearer: Mutex<Option<Option<(String, String)>>>,
+    /// When set, /v2 requests need exactly these Basic credentials.
+    pub basic: Mutex<Option<(String, String)>>,
+    /// Referrers by subject digest: (artifactType, descriptor JSON).
+    pub referrers: Mutex<HashMap<String, Vec<(String, serde_json::Value)>>>,
     /// Every Authorization header seen on /v2 requests.
     pub seen_auth: Mutex<Vec<String>>,
     pub addr: Mutex<Option<SocketAddr>>,
@@ -125,6 +129,20 @@ impl FakeUpstream {
         self.state.hits.lock().unwrap().values().sum()
     }
 
+    pub fn require_basic(&self, user: &str, pass: &str) {
+        *self.state.basic.lock().unwrap() = Some((user.to_owned(), pass.to_owned()));
+    }
+
+    pub fn add_referrer(&self, subject: &str, artifact_type: &str, descriptor: serde_json::Value) {
+        self.state
+            .referrers
+            .lock()
+            .unwrap()
+            .entry(subject.to_owned())
+            .or_default()
+            .push((artifact_type.to_owned(), descriptor));
+    }
+
     pub fn require_bearer(&self, basic: Option<(&str, &str)>) {
         *self.state.bearer.lock().unwrap() = Some(basic.map(|(u, p)| (u.to_owned(), p.to_owned())));
     }
@@ -197,6 +215,59 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
     {
         st.seen_auth.lock().unwrap().push(a.to_owned());
+    }
+    let basic = st.basic.lock().unwrap().clone();
+    if let Some((u, p)) = basic {
+        use base64::Engine as _;
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        );
+        if headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            != Some(want.as_str())
+        {
+            let mut r = oci_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                r#"Basic realm="fake""#.parse().unwrap(),
+            );
+            return r;
+        }
+    }
+    if let Some((_, subject)) = rest.rsplit_once("/referrers/") {
+        let q = uri.query().unwrap_or_default().to_owned();
+        let filter = q
+            .strip_prefix("artifactType=")
+            .map(|t| t.replace("%2F", "/").replace("%2B", "+"));
+        let all = st
+            .referrers
+            .lock()
+            .unwrap()
+            .get(subject)
+            .cloned()
+            .unwrap_or_default();
+        let manifests: Vec<_> = all
+            .into_iter()
+            .filter(|(t, _)| filter.as_ref().is_none_or(|f| f == t))
+            .map(|(_, d)| d)
+            .collect();
+        let body = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
+        let mut r = (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/vnd.oci.image.index.v1+json",
+            )],
+            body.to_string(),
+        )
+            .into_response();
+        if filter.is_some() {
+            r.headers_mut()
+                .insert("oci-filters-applied", "artifactType".parse().unwrap());
+        }
+        return r;
     }
     if st.bearer.lock().unwrap().is_some() {
         let ok = headers
