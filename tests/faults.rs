@@ -357,13 +357,7 @@ async fn fill_survives_client_disconnect() {
 #[tokio::test]
 async fn manifest_with_wrong_digest_is_refused() {
     let (up, ferry) = setup().await;
-    let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
-    let digest = up.add_manifest(
-        "app",
-        "v1",
-        body,
-        "application/vnd.oci.image.manifest.v1+json",
-    );
+    let digest = up.add_oci_manifest("app", "v1");
     up.fault("v1", Fault::WrongBytes);
     let resp = client()
         .get(format!("{}/v2/app/manifests/v1", ferry.url))
@@ -390,13 +384,7 @@ async fn stale_tag_served_when_upstream_fails_and_404_is_not_masked() {
         up.url
     ))
     .await;
-    let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
-    let digest = up.add_manifest(
-        "app",
-        "v1",
-        body,
-        "application/vnd.oci.image.manifest.v1+json",
-    );
+    let digest = up.add_oci_manifest("app", "v1");
     let get = || {
         client()
             .get(format!("{}/v2/app/manifests/v1", ferry.url))
@@ -467,13 +455,7 @@ async fn tags_pages_link_back_through_ferry() {
 #[tokio::test]
 async fn concurrent_manifest_misses_share_one_upstream_request() {
     let (up, ferry) = setup().await;
-    let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
-    let digest = up.add_manifest(
-        "app",
-        "v1",
-        body,
-        "application/vnd.oci.image.manifest.v1+json",
-    );
+    let digest = up.add_oci_manifest("app", "v1");
     up.fault("v1", Fault::Delay(Duration::from_millis(300)));
     up.fault(&digest, Fault::Delay(Duration::from_millis(300)));
     for reference in ["v1", digest.as_str()] {
@@ -637,8 +619,7 @@ async fn indexes_and_lists_keep_their_media_types() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["errors"][0]["code"], "MANIFEST_UNKNOWN");
+    assert_eq!(common::error_code(r).await, "MANIFEST_UNKNOWN");
 }
 
 #[tokio::test]

@@ -132,8 +132,7 @@ async fn containerd_ns_routing_default_and_library_prefix() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["errors"][0]["code"], "NAME_UNKNOWN");
+    assert_eq!(common::error_code(r).await, "NAME_UNKNOWN");
 
     // As the default upstream with Docker Hub's library/ rule.
     let hub = TestFerry::start(&format!(
@@ -203,8 +202,7 @@ async fn cached_content_survives_an_upstream_outage() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
+    assert_eq!(common::error_code(r).await, "UNAVAILABLE");
 
     // After a restart of ferry (same data), the tag is still known.
     let data = ferry.data.clone();
@@ -260,8 +258,7 @@ async fn tags_list_is_passed_through() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["errors"][0]["code"], "NAME_UNKNOWN");
+    assert_eq!(common::error_code(r).await, "NAME_UNKNOWN");
 }
 
 #[tokio::test]

@@ -101,6 +101,13 @@ impl FakeUpstream {
         digest
     }
 
+    /// Adds the smallest valid OCI image manifest under `tag`; returns its digest.
+    pub fn add_oci_manifest(&self, repo: &str, tag: &str) -> String {
+        let mt = "application/vnd.oci.image.manifest.v1+json";
+        let body = format!(r#"{{"schemaVersion":2,"mediaType":"{mt}","config":{{}},"layers":[]}}"#);
+        self.add_manifest(repo, tag, body.as_bytes(), mt)
+    }
+
     pub fn fault(&self, key: &str, fault: Fault) {
         self.state
             .faults
@@ -154,6 +161,18 @@ impl Drop for FakeUpstream {
     }
 }
 
+fn has_basic(headers: &HeaderMap, user: &str, pass: &str) -> bool {
+    use base64::Engine as _;
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    );
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(want.as_str())
+}
+
 fn oci_error(status: StatusCode, code: &str) -> Response {
     (
         status,
@@ -180,16 +199,7 @@ async fn handle(
         st.token_requests.fetch_add(1, Ordering::SeqCst);
         let need = st.bearer.lock().unwrap().clone();
         if let Some(Some((u, p))) = need {
-            use base64::Engine as _;
-            let want = format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-            );
-            if headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                != Some(want.as_str())
-            {
+            if !has_basic(&headers, &u, &p) {
                 return oci_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
             }
         }
@@ -218,16 +228,7 @@ async fn handle(
     }
     let basic = st.basic.lock().unwrap().clone();
     if let Some((u, p)) = basic {
-        use base64::Engine as _;
-        let want = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-        );
-        if headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            != Some(want.as_str())
-        {
+        if !has_basic(&headers, &u, &p) {
             let mut r = oci_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
