@@ -35,8 +35,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => Config::embedded_default()?,
             };
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(ferry::serve(config, shutdown_signal()))?;
+            rt.block_on(serve_until_signal(config))?;
             Ok(())
+        }
+    }
+}
+
+/// How long open connections may take to finish after SIGTERM before ferry exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves until SIGINT/SIGTERM, then drains connections for at most [`SHUTDOWN_GRACE`].
+async fn serve_until_signal(config: Config) -> Result<(), ferry::StartError> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = ferry::serve(config, async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result,
+        () = shutdown_signal() => {
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; exiting");
+                    Ok(())
+                }
+            }
         }
     }
 }

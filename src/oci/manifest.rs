@@ -43,23 +43,25 @@ application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.5, \
 application/vnd.docker.distribution.manifest.v1+json;q=0.5";
 
 /// The media type a manifest declares, or that its shape implies (OCI manifests
-/// may omit `mediaType`). `None` when the bytes are not a JSON object.
+/// may omit `mediaType`). `None` when the bytes are not shaped like a manifest, so
+/// that, say, an image config blob is never served as one.
 pub fn media_type_of(bytes: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     let obj = value.as_object()?;
+    let schema = obj.get("schemaVersion").and_then(|v| v.as_u64())?;
     if let Some(mt) = obj.get("mediaType").and_then(|v| v.as_str()) {
         return Some(mt.to_owned());
     }
-    Some(
-        if obj.contains_key("manifests") {
-            MediaTypes::OCI_INDEX
-        } else if obj.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
-            "application/vnd.docker.distribution.manifest.v1+prettyjws"
-        } else {
-            MediaTypes::OCI_MANIFEST
-        }
-        .to_owned(),
-    )
+    let mt = if schema == 1 && obj.contains_key("fsLayers") {
+        "application/vnd.docker.distribution.manifest.v1+prettyjws"
+    } else if schema == 2 && obj.get("manifests").is_some_and(|m| m.is_array()) {
+        MediaTypes::OCI_INDEX
+    } else if schema == 2 && obj.get("config").is_some_and(|c| c.is_object()) {
+        MediaTypes::OCI_MANIFEST
+    } else {
+        return None;
+    };
+    Some(mt.to_owned())
 }
 
 #[cfg(test)]
@@ -88,7 +90,7 @@ mod tests {
     #[test]
     fn media_type_detection() {
         assert_eq!(
-            media_type_of(br#"{"mediaType":"x/y"}"#).as_deref(),
+            media_type_of(br#"{"schemaVersion":2,"mediaType":"x/y"}"#).as_deref(),
             Some("x/y")
         );
         assert_eq!(
@@ -100,6 +102,12 @@ mod tests {
             Some(MediaTypes::OCI_MANIFEST)
         );
         assert_eq!(media_type_of(b"[1]"), None);
+        // An image config is JSON but not a manifest.
+        assert_eq!(
+            media_type_of(br#"{"architecture":"amd64","os":"linux","rootfs":{}}"#),
+            None
+        );
+        assert_eq!(media_type_of(br#"{"schemaVersion":2}"#), None);
         assert_eq!(media_type_of(b"not json"), None);
     }
 }

@@ -33,7 +33,7 @@ pub enum ProxyError {
     #[error(transparent)]
     Range(#[from] RangeError),
     #[error("storage: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("blob {0} is not available")]
     BlobGone(Digest),
     /// The outcome of a coalesced request, shared by every caller that waited for it.
@@ -53,6 +53,18 @@ impl From<ProxyError> for SharedError {
         Self {
             upstream_down: e.upstream_is_down(),
             oci: e.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ProxyError {
+    /// Content that fails verification is the upstream's fault, not storage's.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => {
+                Self::Corrupt(e.to_string())
+            }
+            other => Self::Store(other),
         }
     }
 }

@@ -226,11 +226,7 @@ impl FillJob {
             body = next.bytes_stream();
             skip = next_skip;
         }
-        let size = writer.commit().await.map_err(|e| match e {
-            ferry_storage::StoreError::DigestMismatch { .. }
-            | ferry_storage::StoreError::SizeMismatch { .. } => ProxyError::Corrupt(e.to_string()),
-            other => ProxyError::Store(other),
-        })?;
+        let size = writer.commit().await?;
         Ok(size)
     }
 
