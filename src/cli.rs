@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,9 +23,51 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Inspect, check and repair the cache index of the node FILE configures.
+    Index {
+        /// The node's config file (default: the embedded default).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
     /// Validate a config file and print the effective settings.
     CheckConfig {
         /// The config file to check.
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IndexCommand {
+    /// Bytes, blobs, manifests, repositories, hit ratio, oldest access.
+    Stats,
+    /// List blobs, largest or least recently used first.
+    Ls {
+        #[arg(long, value_enum, default_value = "lru")]
+        order: LsOrder,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Compare index and store; exits non-zero on problems.
+    Check {
+        /// Recompute every stored blob's digest.
+        #[arg(long)]
+        verify: bool,
+        /// Fix what is found (needs the node stopped).
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Evict down to the low watermark now (needs the node stopped).
+    Gc,
+    /// Pin REPO:TAG, REPO@DIGEST or DIGEST and what it references: never evicted.
+    Pin { reference: String },
+    /// Undo `pin`.
+    Unpin { reference: String },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LsOrder {
+    Size,
+    Lru,
 }

@@ -7,10 +7,14 @@
 //! - [`proxy`]: the cache logic: routing to upstreams, manifests and tags, blob fills.
 //! - [`http`]: router, handlers and middleware over [`proxy::Mirror`].
 //! - [`metrics`]: every exported metric.
-//! - `ferry_storage` (crate `storage/`): blob stores and metadata; no HTTP.
+//! - [`cache`]: background upkeep: access-time flushes and eviction.
+//! - [`admin`]: the `ferry index` commands.
+//! - `ferry_storage` (crate `storage/`): blob stores, the RocksDB index, eviction; no HTTP.
 //!
 //! Dependencies point one way: `http` → `proxy` → (`upstream`, `ferry_storage`) → `oci`.
 
+pub mod admin;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod http;
@@ -23,7 +27,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use ferry_storage::{FsMetaStore, FsStore, StoreError};
+use ferry_storage::{BlobStore, FsStore, Index, IndexError, IndexedStore, MetaStore, StoreError};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -34,6 +38,8 @@ use crate::proxy::Mirror;
 pub enum StartError {
     #[error("cannot open storage at {path}: {source}")]
     Storage { path: String, source: StoreError },
+    #[error(transparent)]
+    Index(#[from] IndexError),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot build the HTTP client: {0}")]
@@ -52,35 +58,72 @@ pub struct App {
     pub router: Router,
     pub mirror: Arc<Mirror>,
     pub metrics: Arc<Metrics>,
+    pub store: Arc<IndexedStore>,
+    pub maintenance: cache::Maintenance,
 }
 
-/// Opens storage and builds the node's router.
+/// Opens storage and the index, reconciles them after whatever the last run left
+/// behind, and builds the node's router.
 pub async fn build_app(config: &Config) -> Result<App, StartError> {
     let storage_err = |source| StartError::Storage {
         path: config.storage.path.display().to_string(),
         source,
     };
-    let store = Arc::new(
-        FsStore::open(&config.storage.path)
-            .await
-            .map_err(storage_err)?,
-    );
-    let meta = Arc::new(
-        FsMetaStore::open(&config.storage.path)
-            .await
-            .map_err(storage_err)?,
+    let fs = FsStore::open(&config.storage.path)
+        .await
+        .map_err(storage_err)?;
+    let removed = fs.remove_temp_files().await.map_err(storage_err)?;
+    let index_path = config.storage.index_path.clone();
+    let index = tokio::task::spawn_blocking(move || Index::open(&index_path))
+        .await
+        .map_err(|e| StartError::Index(IndexError::Other(e.to_string())))??;
+    let index = Arc::new(index);
+    let store = Arc::new(IndexedStore::new(
+        Arc::new(fs),
+        index.clone(),
+        config.storage.limits,
+    ));
+    let started = std::time::Instant::now();
+    let report = store.reconcile(true, false).await.map_err(storage_err)?;
+    let totals = index.totals();
+    tracing::info!(
+        blobs = totals.blobs,
+        bytes = totals.bytes,
+        temp_files_removed = removed,
+        entries_without_content = report.missing_content.len(),
+        reindexed = report.unindexed.len(),
+        corrupt_deleted = report.unindexed_corrupt.len(),
+        took = ?started.elapsed(),
+        "store and index reconciled"
     );
     let metrics = Arc::new(Metrics::new()?);
-    let mirror = Arc::new(Mirror::new(config, store, meta, metrics.clone())?);
+    let blob_store: Arc<dyn BlobStore> = store.clone();
+    let meta: Arc<dyn MetaStore> = index;
+    let mirror = Arc::new(Mirror::new(config, blob_store, meta, metrics.clone())?);
     let router = http::router(http::AppState {
         mirror: mirror.clone(),
         metrics: metrics.clone(),
     });
+    let maintenance = cache::Maintenance::spawn(store.clone(), metrics.clone());
     Ok(App {
         router,
         mirror,
         metrics,
+        store,
+        maintenance,
     })
+}
+
+/// Serves a built node until `shutdown`, then drains connections and stops its
+/// background work (with a last flush of the index).
+pub async fn run_app(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let result = run(listener, app.router, shutdown).await;
+    app.maintenance.shutdown().await;
+    result
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains connections.
@@ -113,5 +156,5 @@ pub async fn serve(
         upstreams = ?config.upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
         "ferry mirror serving"
     );
-    run(listener, app.router, shutdown).await
+    run_app(listener, app, shutdown).await
 }

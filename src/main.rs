@@ -29,6 +29,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config.render());
             Ok(())
         }
+        Command::Index { config, command } => {
+            let config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::embedded_default()?,
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            let outcome = rt.block_on(ferry::admin::run(&command, &config))?;
+            print!("{}", outcome.text);
+            if outcome.ok {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("problems found"))
+            }
+        }
         Command::Serve { config } => {
             let config = match config {
                 Some(path) => Config::load(&path)?,

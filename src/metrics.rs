@@ -2,7 +2,8 @@
 //! `ferry_<thing>_total` counters, `_bytes`, `_seconds`).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -22,6 +23,15 @@ pub struct Metrics {
     pub fills: IntCounterVec,
     /// Body bytes sent to clients, by kind.
     pub served_bytes: IntCounterVec,
+    /// Bytes and blobs the cache holds, and how much of it is pinned.
+    pub cache_bytes: IntGauge,
+    pub cache_blobs: IntGauge,
+    pub cache_pinned_bytes: IntGauge,
+    /// Blobs and bytes evicted.
+    pub evictions: IntCounter,
+    pub evicted_bytes: IntCounter,
+    /// Time to write a batch of access times to the index.
+    pub index_flush: Histogram,
 }
 
 impl Metrics {
@@ -71,8 +81,44 @@ impl Metrics {
             &["route"],
         )?;
         registry.register(Box::new(http_duration.clone()))?;
-        let fills_in_flight = IntGauge::new("ferry_fills_in_flight", "Blob fills running now")?;
-        registry.register(Box::new(fills_in_flight.clone()))?;
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let fills_in_flight = gauge("ferry_fills_in_flight", "Blob fills running now")?;
+        let cache_bytes = gauge("ferry_cache_bytes", "Bytes of content the cache holds")?;
+        let cache_blobs = gauge(
+            "ferry_cache_blobs",
+            "Blobs (layers, configs, manifests) the cache holds",
+        )?;
+        let cache_pinned_bytes = gauge(
+            "ferry_cache_pinned_bytes",
+            "Bytes of pinned content, never evicted",
+        )?;
+        let single = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let evictions = single(
+            "ferry_evictions_total",
+            "Blobs evicted to stay within the size limit",
+        )?;
+        let evicted_bytes = single(
+            "ferry_evicted_bytes_total",
+            "Bytes evicted to stay within the size limit",
+        )?;
+        let index_flush = Histogram::with_opts(
+            HistogramOpts::new(
+                "ferry_index_flush_duration_seconds",
+                "Time to write a batch of access times to the index",
+            )
+            .buckets(vec![
+                0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+            ]),
+        )?;
+        registry.register(Box::new(index_flush.clone()))?;
         Ok(Self {
             registry,
             http_requests,
@@ -83,6 +129,12 @@ impl Metrics {
             fills_in_flight,
             fills,
             served_bytes,
+            cache_bytes,
+            cache_blobs,
+            cache_pinned_bytes,
+            evictions,
+            evicted_bytes,
+            index_flush,
         })
     }
 

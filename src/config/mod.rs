@@ -44,6 +44,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     pub path: PathBuf,
+    /// Where the RocksDB cache index lives (default `<path>/index`).
+    pub index_path: PathBuf,
+    pub limits: ferry_storage::Limits,
 }
 
 #[derive(Clone)]
@@ -109,6 +112,8 @@ struct RawStorage {
     path: Option<PathBuf>,
     index_path: Option<PathBuf>,
     max_size: Option<toml::Value>,
+    high_watermark: Option<toml::Value>,
+    low_watermark: Option<toml::Value>,
     bucket: Option<String>,
     prefix: Option<String>,
     region: Option<String>,
@@ -180,6 +185,35 @@ impl Ctx<'_> {
             }
             Some(other) => Err(self.err(key, format!("{other} is not a size like \"50GiB\""))),
         }
+    }
+
+    /// A fraction of the size limit: `0.9` or `"90%"`, strictly between 0 and 1.
+    fn fraction(
+        &self,
+        key: &str,
+        v: Option<&toml::Value>,
+        default: f64,
+    ) -> Result<f64, ConfigError> {
+        let f = match v {
+            None => return Ok(default),
+            Some(toml::Value::Float(f)) => *f,
+            Some(toml::Value::String(s)) => s
+                .trim()
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<f64>().ok())
+                .map(|p| p / 100.0)
+                .ok_or_else(|| self.err(key, format!("{s:?} is not a percentage like \"90%\"")))?,
+            Some(other) => {
+                return Err(self.err(
+                    key,
+                    format!("{other} is not a fraction like 0.9 or \"90%\""),
+                ))
+            }
+        };
+        if !(f > 0.0 && f < 1.0) {
+            return Err(self.err(key, format!("{f} must be between 0 and 1 (exclusive)")));
+        }
+        Ok(f)
     }
 
     /// Relative paths in a file are relative to the file, not to the working directory.
@@ -335,8 +369,11 @@ impl Config {
 
 fn validate_storage(cx: &Ctx<'_>, raw: Option<RawStorage>) -> Result<StorageConfig, ConfigError> {
     let Some(raw) = raw else {
+        let path = cx.path(PathBuf::from("./ferry-data"));
         return Ok(StorageConfig {
-            path: cx.path(PathBuf::from("./ferry-data")),
+            index_path: path.join("index"),
+            path,
+            limits: ferry_storage::Limits::default(),
         });
     };
     match raw.backend.as_deref().unwrap_or("fs") {
@@ -367,24 +404,40 @@ fn validate_storage(cx: &Ctx<'_>, raw: Option<RawStorage>) -> Result<StorageConf
     if let Some((k, _)) = s3_keys.iter().find(|(_, set)| *set) {
         return Err(cx.err(format!("storage.{k}"), "only applies to backend = \"s3\""));
     }
-    if raw.index_path.is_some() {
-        return Err(cx.err(
-            "storage.index_path",
-            "the cache index is not implemented in this version of ferry",
-        ));
-    }
-    if raw.max_size.is_some() {
-        return Err(cx.err(
-            "storage.max_size",
-            "size limits need the cache index, which is not implemented in this version of ferry",
-        ));
-    }
     let path = raw.path.unwrap_or_else(|| PathBuf::from("./ferry-data"));
     if path.as_os_str().is_empty() {
         return Err(cx.err("storage.path", "must not be empty"));
     }
+    let path = cx.path(path);
+    let index_path = raw
+        .index_path
+        .map_or_else(|| path.join("index"), |p| cx.path(p));
+    let max_size = match &raw.max_size {
+        None => None,
+        Some(v) => Some(cx.size("storage.max_size", Some(v), 0)?).filter(|n| *n > 0),
+    };
+    if raw.max_size.is_some() && max_size.is_none() {
+        return Err(cx.err(
+            "storage.max_size",
+            "must be more than zero (leave it out for no limit)",
+        ));
+    }
+    let high_watermark = cx.fraction("storage.high_watermark", raw.high_watermark.as_ref(), 0.9)?;
+    let low_watermark = cx.fraction("storage.low_watermark", raw.low_watermark.as_ref(), 0.8)?;
+    if low_watermark >= high_watermark {
+        return Err(cx.err(
+            "storage.low_watermark",
+            format!("{low_watermark} must be below high_watermark ({high_watermark})"),
+        ));
+    }
     Ok(StorageConfig {
-        path: cx.path(path),
+        path,
+        index_path,
+        limits: ferry_storage::Limits {
+            max_size,
+            high_watermark,
+            low_watermark,
+        },
     })
 }
 

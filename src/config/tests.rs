@@ -54,7 +54,20 @@ fn errors_name_the_key() {
         ("[storage]\nbackend = \"ftp\"\n", "storage.backend"),
         ("[storage]\nbackend = \"s3\"\n", "storage.backend"),
         ("[storage]\nbucket = \"b\"\n", "storage.bucket"),
-        ("[storage]\nmax_size = \"1GiB\"\n", "storage.max_size"),
+        ("[storage]\nmax_size = \"1 elephant\"\n", "storage.max_size"),
+        ("[storage]\nmax_size = 0\n", "storage.max_size"),
+        (
+            "[storage]\nhigh_watermark = 1.5\n",
+            "storage.high_watermark",
+        ),
+        (
+            "[storage]\nhigh_watermark = \"ninety\"\n",
+            "storage.high_watermark",
+        ),
+        (
+            "[storage]\nlow_watermark = \"95%\"\n",
+            "storage.low_watermark",
+        ),
         ("[tls]\ncert = \"c\"\n", "tls"),
     ];
     for (prefix, key) in cases {
@@ -99,6 +112,24 @@ fn errors_name_the_key() {
     assert!(e.message.contains("bogus"), "{e}");
     assert_eq!(e.key, "line 1");
     assert_eq!(parse("").unwrap_err().key, "upstream");
+}
+
+#[test]
+fn storage_limits() {
+    let c = parse(&format!("[storage]\npath = \"/d\"\nmax_size = \"2GiB\"\nhigh_watermark = \"95%\"\nlow_watermark = 0.5\n{ONE}")).unwrap();
+    let l = c.storage.limits;
+    assert_eq!(
+        (l.max_size, l.high_watermark, l.low_watermark),
+        (Some(2 << 30), 0.95, 0.5)
+    );
+    assert_eq!(c.storage.index_path, Path::new("/d/index"));
+    let c = parse(ONE).unwrap();
+    assert_eq!(c.storage.limits, ferry_storage::Limits::default());
+    let c = parse(&format!(
+        "[storage]\npath = \"/d\"\nindex_path = \"/fast/idx\"\n{ONE}"
+    ))
+    .unwrap();
+    assert_eq!(c.storage.index_path, Path::new("/fast/idx"));
 }
 
 #[test]

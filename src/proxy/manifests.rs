@@ -198,7 +198,12 @@ impl Mirror {
     /// A stored manifest: from memory, else from the store.
     async fn local_manifest(&self, digest: &Digest) -> Result<Option<ManifestReply>, ProxyError> {
         if let Some(m) = self.manifests.get(digest).await {
-            return Ok(Some(m));
+            // The store stays the authority (and the index learns of the use): a manifest
+            // evicted from the store is not served from memory either.
+            if self.store.stat(digest).await?.is_some() {
+                return Ok(Some(m));
+            }
+            self.manifests.invalidate(digest).await;
         }
         let Some(body) = self.store.get(digest, None).await? else {
             return Ok(None);
@@ -259,9 +264,13 @@ impl Mirror {
             .ok_or_else(|| ProxyError::BadManifest(format!("{reference} is not a JSON object")))?;
         if self.store.stat(&digest).await?.is_none() {
             let mut w = self.store.writer(&digest, Some(bytes.len() as u64)).await?;
+            w.set_media_type(&media_type);
             w.write(&bytes).await?;
             w.commit().await?;
         }
+        self.meta
+            .add_manifest(route.upstream.name(), route.repo.as_str(), &digest)
+            .await?;
         let m = ManifestReply {
             digest: digest.clone(),
             media_type,

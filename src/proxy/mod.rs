@@ -21,7 +21,7 @@ pub use blobs::BlobReply;
 pub use error::{Kind, ProxyError};
 pub use manifests::{ManifestReply, ReferrersReply, TagsReply};
 
-use crate::config::Config;
+use crate::config::{Config, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::oci::{Digest, RepoName};
 use crate::upstream::Upstream;
@@ -42,6 +42,8 @@ type ReferrersKey = (String, String, Digest, Option<String>);
 
 pub struct Mirror {
     upstreams: Vec<Arc<Upstream>>,
+    /// The same upstreams' settings, for [`route_name`].
+    configs: Vec<UpstreamConfig>,
     store: Arc<dyn BlobStore>,
     meta: Arc<dyn MetaStore>,
     fills: Arc<fill::Fills>,
@@ -76,6 +78,7 @@ impl Mirror {
             .build();
         Ok(Self {
             upstreams,
+            configs: config.upstreams.clone(),
             store,
             meta,
             fills: Arc::default(),
@@ -98,43 +101,54 @@ impl Mirror {
         self.fills.len()
     }
 
-    /// Picks the upstream for a request (DESIGN §3, a contract): a path prefix naming
-    /// an upstream, then containerd's `ns`, then the default upstream.
+    /// Picks the upstream for a request: see [`route_name`].
     pub fn route(&self, raw_name: &str, ns: Option<&str>) -> Result<Route, ProxyError> {
-        let by_prefix = raw_name.split_once('/').and_then(|(first, rest)| {
-            self.upstreams
-                .iter()
-                .find(|u| u.name() == first)
-                .map(|u| (u, rest))
-        });
-        let (upstream, name) = match (by_prefix, ns) {
-            (Some((u, rest)), _) => (u, rest),
-            (None, Some(ns)) => {
-                let u = self
-                    .upstreams
-                    .iter()
-                    .find(|u| u.cfg.matches_ns(ns))
-                    .ok_or_else(|| ProxyError::UnknownUpstream(ns.chars().take(255).collect()))?;
-                (u, raw_name)
-            }
-            (None, None) => {
-                let u = self
-                    .upstreams
-                    .iter()
-                    .find(|u| u.cfg.default)
-                    .ok_or(ProxyError::NoDefaultUpstream)?;
-                (u, raw_name)
-            }
-        };
-        let mut repo = RepoName::parse(name).map_err(|e| ProxyError::Oci(e.into()))?;
-        if upstream.cfg.library_prefix {
-            repo = repo.with_library_prefix();
-        }
-        Ok(Route {
-            upstream: upstream.clone(),
-            repo,
-        })
+        let (i, repo) = route_name(&self.configs, raw_name, ns)?;
+        let upstream = self
+            .upstreams
+            .get(i)
+            .cloned()
+            .ok_or(ProxyError::NoDefaultUpstream)?;
+        Ok(Route { upstream, repo })
     }
+}
+
+/// The routing rule (DESIGN §3, a contract): a path prefix naming an upstream, then
+/// containerd's `ns`, then the default upstream. Returns the upstream's position in
+/// `upstreams` and the repository name to ask it for (with Docker Hub's `library/`).
+pub fn route_name(
+    upstreams: &[UpstreamConfig],
+    raw_name: &str,
+    ns: Option<&str>,
+) -> Result<(usize, RepoName), ProxyError> {
+    let by_prefix = raw_name.split_once('/').and_then(|(first, rest)| {
+        upstreams
+            .iter()
+            .position(|u| u.name == first)
+            .map(|i| (i, rest))
+    });
+    let (i, name) = match (by_prefix, ns) {
+        (Some(found), _) => found,
+        (None, Some(ns)) => {
+            let i = upstreams
+                .iter()
+                .position(|u| u.matches_ns(ns))
+                .ok_or_else(|| ProxyError::UnknownUpstream(ns.chars().take(255).collect()))?;
+            (i, raw_name)
+        }
+        (None, None) => (
+            upstreams
+                .iter()
+                .position(|u| u.default)
+                .ok_or(ProxyError::NoDefaultUpstream)?,
+            raw_name,
+        ),
+    };
+    let mut repo = RepoName::parse(name).map_err(|e| ProxyError::Oci(e.into()))?;
+    if upstreams[i].library_prefix {
+        repo = repo.with_library_prefix();
+    }
+    Ok((i, repo))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ url = "http://127.0.0.1:5001"
     )
     .unwrap();
     let store = Arc::new(ferry_storage::FsStore::open(dir).await.unwrap());
-    let meta = Arc::new(ferry_storage::FsMetaStore::open(dir).await.unwrap());
+    let meta = Arc::new(ferry_storage::Index::open(&dir.join("index")).unwrap());
     Mirror::new(&cfg, store, meta, Arc::new(Metrics::new().unwrap())).unwrap()
 }
 

@@ -70,6 +70,19 @@ impl Digest {
         }
     }
 
+    /// The raw 32 bytes of the sum (index keys).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // Valid by construction: 64 lowercase hex characters.
+        let _ = hex::decode_to_slice(&self.hex, &mut out);
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let sum: [u8; 32] = bytes.try_into().ok()?;
+        Some(Self::from_sha256(sum))
+    }
+
     /// The 64 hex characters, without the algorithm.
     pub fn hex(&self) -> &str {
         &self.hex

@@ -29,7 +29,7 @@ pub struct FsStore {
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl FsStore {
-    /// Opens (creating if needed) a store rooted at `root` and clears leftover temp files.
+    /// Opens (creating if needed) a store rooted at `root`.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
         let blobs = root.join("blobs").join("sha256");
@@ -40,17 +40,20 @@ impl FsStore {
         fs::create_dir_all(&tmp)
             .await
             .map_err(StoreError::from_io)?;
-        let mut leftovers = fs::read_dir(&tmp).await?;
+        Ok(Self { root, blobs, tmp })
+    }
+
+    /// Removes temp files left by a crash. Only the process that owns the store (the
+    /// node, at start-up) may call this: the files may be another process's writes.
+    pub async fn remove_temp_files(&self) -> Result<usize, StoreError> {
+        let mut leftovers = fs::read_dir(&self.tmp).await?;
         let mut removed = 0usize;
         while let Some(entry) = leftovers.next_entry().await? {
             if fs::remove_file(entry.path()).await.is_ok() {
                 removed += 1;
             }
         }
-        if removed > 0 {
-            tracing::info!(removed, "removed temp files left by an earlier run");
-        }
-        Ok(Self { root, blobs, tmp })
+        Ok(removed)
     }
 
     pub fn root(&self) -> &Path {
@@ -282,7 +285,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn open_removes_leftover_temp_files() {
+    async fn leftover_temp_files_are_removed_on_request() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).await.unwrap();
         let mut w = store.writer(&Digest::of(b"x"), None).await.unwrap();

@@ -8,16 +8,23 @@
 //! - [`digest`]: the `Digest` key and an incremental `Verifier`.
 //! - [`store`]: the [`BlobStore`] / [`BlobWriter`] traits every backend implements.
 //! - [`fs`]: the local-disk backend (temp file → fsync → rename).
-//! - [`meta`]: small metadata records (tag → digest) kept beside the blobs.
+//! - [`meta`]: the tag and manifest records the proxy keeps (trait).
+//! - [`index`]: the RocksDB cache index: sizes, access times, pins, tags; the LRU policy.
+//! - [`indexed`]: a `BlobStore` that keeps the index in step with any backend,
+//!   evicts, and reconciles index and store after a crash.
 //! - [`conformance`]: the behaviour suite every backend must pass.
 
 pub mod conformance;
 pub mod digest;
 pub mod fs;
+pub mod index;
+pub mod indexed;
 pub mod meta;
 pub mod store;
 
 pub use digest::{Digest, DigestError, Verifier};
 pub use fs::FsStore;
-pub use meta::{FsMetaStore, MetaStore, TagKey, TagRecord};
+pub use index::{select_victims, BlobEntry, Candidate, Index, IndexError, NodeStats, Totals};
+pub use indexed::{EvictReport, IndexedStore, Limits, ReconcileReport};
+pub use meta::{MetaStore, TagKey, TagRecord};
 pub use store::{BlobBody, BlobStore, BlobWriter, ByteSpan, StoreError};

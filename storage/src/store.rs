@@ -116,6 +116,9 @@ pub trait BlobWriter: Send + Sync {
     /// Concurrent readers of an in-flight blob follow this file instead of waiting.
     fn spool_path(&self) -> Option<&Path>;
 
+    /// Records the content's media type, when the caller knows it (manifests).
+    fn set_media_type(&mut self, _media_type: &str) {}
+
     /// Verifies digest and size, then makes the blob durable and visible. On a
     /// mismatch nothing is stored and the error says what differed.
     async fn commit(self: Box<Self>) -> Result<u64, StoreError>;

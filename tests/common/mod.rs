@@ -6,6 +6,7 @@
 pub mod containerd;
 pub mod fake;
 pub mod image;
+pub mod node;
 pub mod registry;
 
 use std::net::SocketAddr;
@@ -37,18 +38,22 @@ impl TestFerry {
 
     /// Starts ferry on an existing data directory (for restart tests).
     pub async fn start_at(config_body: &str, data: &Path) -> Self {
-        // Top-level keys in `config_body` come before any table.
-        let text = format!(
-            "{config_body}\n[storage]\npath = {:?}\n",
-            data.display().to_string()
-        );
+        // Top-level keys in `config_body` come before any table; a body with its own
+        // [storage] table gets the path added to it.
+        let path_line = format!("path = {:?}\n", data.display().to_string());
+        let text = if config_body.contains("[storage]\n") {
+            config_body.replacen("[storage]\n", &format!("[storage]\n{path_line}"), 1)
+        } else {
+            format!("{config_body}\n[storage]\n{path_line}")
+        };
         let config = Config::from_toml(&text, "test.toml", None).unwrap();
         let app = ferry::build_app(&config).await.unwrap();
+        let metrics = app.metrics.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
-            ferry::run(listener, app.router, async {
+            ferry::run_app(listener, app, async {
                 let _ = rx.await;
             })
             .await
@@ -58,7 +63,7 @@ impl TestFerry {
             addr,
             url: format!("http://{addr}"),
             data: data.to_path_buf(),
-            app_metrics: app.metrics,
+            app_metrics: metrics,
             _dir: None,
             stop: Some(stop),
             task: Some(task),
@@ -68,6 +73,11 @@ impl TestFerry {
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self.data.join("blobs/sha256").join(&hex[..2]).join(hex)
+    }
+
+    /// Bytes of content under `blobs/` (what the size limit governs).
+    pub fn stored_bytes(&self) -> u64 {
+        dir_bytes(&self.data.join("blobs"))
     }
 
     /// Files left in the store's temp directory.
@@ -104,6 +114,20 @@ impl Drop for TestFerry {
             t.abort();
         }
     }
+}
+
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
