@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every ferry test. On a fresh Debian machine it first installs what the tests
-# drive for real: distribution (docker-registry), skopeo and containerd. Idempotent:
-# apt runs only when a package is missing.
+# drive for real (distribution as docker-registry, skopeo, containerd) and what the
+# RocksDB build needs (clang, libclang-dev, g++). Idempotent: apt runs only when a
+# package is missing. The disk-full test mounts a small tmpfs, so run it as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry skopeo containerd ca-certificates)
+packages=(docker-registry skopeo containerd ca-certificates clang libclang-dev g++)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

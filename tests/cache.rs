@@ -150,10 +150,7 @@ async fn sigkill_mid_fill_leaves_a_consistent_store_after_restart() {
     // and what a torn disk leaves: a file whose bytes are not its name.
     let planted = random(5000);
     let planted_digest = format!("sha256:{}", sha256_hex(&planted));
-    let path_of = |d: &str| {
-        let hex = d.trim_start_matches("sha256:");
-        data.join("blobs/sha256").join(&hex[..2]).join(hex)
-    };
+    let path_of = |d: &str| common::blob_path_in(&data, d);
     std::fs::create_dir_all(path_of(&planted_digest).parent().unwrap()).unwrap();
     std::fs::write(path_of(&planted_digest), &planted).unwrap();
     let torn_digest = format!("sha256:{}", sha256_hex(b"the real content"));
@@ -282,10 +279,7 @@ async fn pin_gc_stats_and_ls() {
         "{stats}"
     );
     assert!(stats.contains("hit ratio"), "{stats}");
-    let path_of = |d: &str| {
-        let hex = d.trim_start_matches("sha256:");
-        data.join("blobs/sha256").join(&hex[..2]).join(hex)
-    };
+    let path_of = |d: &str| common::blob_path_in(&data, d);
     assert!(
         path_of(&layer).exists() && path_of(&mdigest).exists(),
         "pinned content evicted"

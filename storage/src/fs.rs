@@ -295,10 +295,14 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             1
         );
-        let _again = FsStore::open(dir.path()).await.unwrap();
+        let again = FsStore::open(dir.path()).await.unwrap();
+        let temp_files = || std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
         assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-            0
+            temp_files(),
+            1,
+            "open alone keeps them (they may be another process's)"
         );
+        assert_eq!(again.remove_temp_files().await.unwrap(), 1);
+        assert_eq!(temp_files(), 0);
     }
 }

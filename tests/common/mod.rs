@@ -71,8 +71,7 @@ impl TestFerry {
     }
 
     pub fn blob_path(&self, digest: &str) -> PathBuf {
-        let hex = digest.trim_start_matches("sha256:");
-        self.data.join("blobs/sha256").join(&hex[..2]).join(hex)
+        blob_path_in(&self.data, digest)
     }
 
     /// Bytes of content under `blobs/` (what the size limit governs).
@@ -114,6 +113,12 @@ impl Drop for TestFerry {
             t.abort();
         }
     }
+}
+
+/// Where the fs store rooted at `data` keeps `digest`.
+pub fn blob_path_in(data: &Path, digest: &str) -> PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    data.join("blobs/sha256").join(&hex[..2]).join(hex)
 }
 
 pub fn dir_bytes(dir: &Path) -> u64 {
