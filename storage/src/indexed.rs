@@ -242,13 +242,17 @@ impl IndexedStore {
                 continue;
             }
             if verify_all {
-                match verify(&*self.inner, &digest).await? {
-                    Some(size) if size == entry.size => {}
-                    Some(_) => report.size_mismatch.push(digest.clone()),
-                    None => report.corrupt.push(digest.clone()),
-                }
-                let bad = report.corrupt.last() == Some(&digest)
-                    || report.size_mismatch.last() == Some(&digest);
+                let bad = match verify(&*self.inner, &digest).await? {
+                    Some(size) if size == entry.size => false,
+                    Some(_) => {
+                        report.size_mismatch.push(digest.clone());
+                        true
+                    }
+                    None => {
+                        report.corrupt.push(digest.clone());
+                        true
+                    }
+                };
                 if repair && bad {
                     self.index.remove_blob(&digest)?;
                     self.inner.delete(&digest).await?;
