@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ferry_storage::store::read_to_vec;
-use ferry_storage::{Digest, FsStore, Index, IndexError, IndexedStore, TagKey};
+use ferry_storage::{Digest, Index, IndexError, IndexedStore, TagKey};
 
 use crate::cli::{IndexCommand, LsOrder};
 use crate::config::Config;
@@ -57,8 +57,8 @@ pub async fn run(cmd: &IndexCommand, config: &Config) -> Result<Outcome, AdminEr
             other => AdminError::Index(other),
         })?;
     let index = Arc::new(index);
-    let fs = Arc::new(FsStore::open(&config.storage.path).await?);
-    let store = IndexedStore::new(fs, index.clone(), config.storage.limits);
+    let backend = crate::open_backend(&config.storage, false).await?;
+    let store = IndexedStore::new(backend, index.clone(), config.storage.limits);
     let outcome = match cmd {
         IndexCommand::Stats => stats(&index, config)?,
         IndexCommand::Ls { order, limit } => ls(&index, *order, *limit)?,
@@ -204,6 +204,14 @@ async fn check(store: &IndexedStore, verify: bool, repair: bool) -> Result<Outco
         &r.size_mismatch,
         " (deleted)",
     );
+    if !r.adoptable.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} blob(s) in the shared store not indexed by this node (not a problem){}",
+            r.adoptable.len(),
+            if repair { "; adopted" } else { "" }
+        );
+    }
     let problems = r.missing_content.len()
         + r.unindexed.len()
         + r.unindexed_corrupt.len()

@@ -27,10 +27,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use ferry_storage::{BlobStore, FsStore, Index, IndexError, IndexedStore, MetaStore, StoreError};
+use ferry_storage::{
+    BlobStore, FsStore, Index, IndexError, IndexedStore, MetaStore, S3Store, StoreError,
+};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Backend, Config, StorageConfig};
 use crate::metrics::Metrics;
 use crate::proxy::Mirror;
 
@@ -66,20 +68,19 @@ pub struct App {
 /// behind, and builds the node's router.
 pub async fn build_app(config: &Config) -> Result<App, StartError> {
     let storage_err = |source| StartError::Storage {
-        path: config.storage.path.display().to_string(),
+        path: config.storage.location(),
         source,
     };
-    let fs = FsStore::open(&config.storage.path)
+    let backend = open_backend(&config.storage, true)
         .await
         .map_err(storage_err)?;
-    let removed = fs.remove_temp_files().await.map_err(storage_err)?;
     let index_path = config.storage.index_path.clone();
     let index = tokio::task::spawn_blocking(move || Index::open(&index_path))
         .await
         .map_err(|e| StartError::Index(IndexError::Other(e.to_string())))??;
     let index = Arc::new(index);
     let store = Arc::new(IndexedStore::new(
-        Arc::new(fs),
+        backend,
         index.clone(),
         config.storage.limits,
     ));
@@ -89,7 +90,7 @@ pub async fn build_app(config: &Config) -> Result<App, StartError> {
     tracing::info!(
         blobs = totals.blobs,
         bytes = totals.bytes,
-        temp_files_removed = removed,
+        adopted_from_shared_store = report.adoptable.len(),
         entries_without_content = report.missing_content.len(),
         reindexed = report.unindexed.len(),
         corrupt_deleted = report.unindexed_corrupt.len(),
@@ -112,6 +113,39 @@ pub async fn build_app(config: &Config) -> Result<App, StartError> {
         store,
         maintenance,
     })
+}
+
+/// Opens the configured blob backend. `owner` is the node itself at start-up: it
+/// also removes what a crash left behind (temp and spool files, open multipart
+/// uploads), which no other process may do while the node runs.
+pub async fn open_backend(
+    storage: &StorageConfig,
+    owner: bool,
+) -> Result<Arc<dyn BlobStore>, StoreError> {
+    match &storage.backend {
+        Backend::Fs => {
+            let fs = FsStore::open(&storage.path).await?;
+            if owner {
+                let removed = fs.remove_temp_files().await?;
+                tracing::info!(temp_files_removed = removed, "fs store opened");
+            }
+            Ok(Arc::new(fs))
+        }
+        Backend::S3 { s3, .. } => {
+            let store = S3Store::connect((**s3).clone()).await?;
+            if owner {
+                let r = store.clean_up().await?;
+                tracing::info!(
+                    spool_files_removed = r.spool_files,
+                    journaled_uploads_aborted = r.journaled_uploads,
+                    stale_uploads_aborted = r.stale_uploads,
+                    upload_listing_supported = !r.listing_unsupported,
+                    "s3 store opened"
+                );
+            }
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// Serves a built node until `shutdown`, then drains connections and stops its
@@ -152,7 +186,7 @@ pub async fn serve(
         })?;
     tracing::info!(
         listen = %config.listen,
-        storage = %config.storage.path.display(),
+        storage = %config.storage.location(),
         upstreams = ?config.upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
         "ferry mirror serving"
     );

@@ -33,6 +33,7 @@ fn check_config_prints_effective_settings_and_redacts() {
         "config/ferry.toml",
         "config/minimal.toml",
         "config/default.toml",
+        "config/s3.toml",
     ] {
         let out = Command::new(FERRY)
             .args(["check-config", example])

@@ -43,10 +43,40 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
+    /// Blobs (fs backend), or the spool for in-flight fills (s3 backend).
     pub path: PathBuf,
     /// Where the RocksDB cache index lives (default `<path>/index`).
     pub index_path: PathBuf,
     pub limits: ferry_storage::Limits,
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Fs,
+    S3 {
+        s3: Box<ferry_storage::S3Config>,
+        /// Answer blob hits with a presigned URL valid this long, instead of streaming.
+        redirect: Option<Duration>,
+    },
+}
+
+impl StorageConfig {
+    /// Where blobs live, for messages: a directory or `s3://bucket/prefix`.
+    pub fn location(&self) -> String {
+        match &self.backend {
+            Backend::Fs => self.path.display().to_string(),
+            Backend::S3 { s3, .. } => format!("s3://{}/{}", s3.bucket, s3.prefix),
+        }
+    }
+
+    /// Presigned-URL lifetime when blob hits are redirected to the store.
+    pub fn redirect(&self) -> Option<Duration> {
+        match &self.backend {
+            Backend::Fs => None,
+            Backend::S3 { redirect, .. } => *redirect,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -121,7 +151,14 @@ struct RawStorage {
     path_style: Option<bool>,
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
+    secret_access_key_file: Option<PathBuf>,
+    part_size: Option<toml::Value>,
     redirect: Option<bool>,
+    redirect_expiry: Option<String>,
+    max_attempts: Option<u32>,
+    connect_timeout: Option<String>,
+    read_timeout: Option<String>,
+    abandoned_upload_age: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +251,30 @@ impl Ctx<'_> {
             return Err(self.err(key, format!("{f} must be between 0 and 1 (exclusive)")));
         }
         Ok(f)
+    }
+
+    /// A secret given inline (`key`) or read from a file (`key_file`), not both.
+    fn secret(
+        &self,
+        key: &str,
+        inline: Option<String>,
+        key_file: &str,
+        file: Option<PathBuf>,
+    ) -> Result<Option<String>, ConfigError> {
+        match (inline, file) {
+            (Some(_), Some(_)) => Err(self.err(
+                key_file,
+                format!("set {} or {}, not both", leaf(key), leaf(key_file)),
+            )),
+            (Some(p), None) => Ok(Some(p)),
+            (None, Some(f)) => {
+                let f = self.path(f);
+                let p = std::fs::read_to_string(&f)
+                    .map_err(|e| self.err(key_file, format!("cannot read {}: {e}", f.display())))?;
+                Ok(Some(p.trim_end_matches(['\r', '\n']).to_owned()))
+            }
+            (None, None) => Ok(None),
+        }
     }
 
     /// Relative paths in a file are relative to the file, not to the working directory.
@@ -332,9 +393,40 @@ impl Config {
         let _ = writeln!(out, "manifest_cache_size = {}", self.manifest_cache_size);
         let _ = writeln!(
             out,
-            "\n[storage]\nbackend = \"fs\"\npath = {:?}",
-            self.storage.path.display().to_string()
+            "\n[storage]\npath = {:?}\nindex_path = {:?}",
+            self.storage.path.display().to_string(),
+            self.storage.index_path.display().to_string()
         );
+        match &self.storage.backend {
+            Backend::Fs => {
+                let _ = writeln!(out, "backend = \"fs\"");
+            }
+            Backend::S3 { s3, redirect } => {
+                let _ = writeln!(
+                    out,
+                    "backend = \"s3\"\nbucket = {:?}\nprefix = {:?}\nregion = {:?}\npath_style = {}\npart_size = {}",
+                    s3.bucket, s3.prefix, s3.region, s3.path_style, s3.part_size
+                );
+                if let Some(e) = &s3.endpoint {
+                    let _ = writeln!(out, "endpoint = {e:?}");
+                }
+                if let Some(c) = &s3.credentials {
+                    let _ = writeln!(
+                        out,
+                        "access_key_id = {:?}\nsecret_access_key = \"<redacted>\"",
+                        c.access_key_id
+                    );
+                }
+                let _ = writeln!(out, "redirect = {}", redirect.is_some());
+                if let Some(d) = redirect {
+                    let _ = writeln!(
+                        out,
+                        "redirect_expiry = {:?}",
+                        humantime::format_duration(*d).to_string()
+                    );
+                }
+            }
+        }
         for u in &self.upstreams {
             let _ = writeln!(
                 out,
@@ -367,6 +459,11 @@ impl Config {
     }
 }
 
+/// The last part of a dotted key, for messages that name sibling keys.
+fn leaf(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
 fn validate_storage(cx: &Ctx<'_>, raw: Option<RawStorage>) -> Result<StorageConfig, ConfigError> {
     let Some(raw) = raw else {
         let path = cx.path(PathBuf::from("./ferry-data"));
@@ -374,43 +471,20 @@ fn validate_storage(cx: &Ctx<'_>, raw: Option<RawStorage>) -> Result<StorageConf
             index_path: path.join("index"),
             path,
             limits: ferry_storage::Limits::default(),
+            backend: Backend::Fs,
         });
     };
-    match raw.backend.as_deref().unwrap_or("fs") {
-        "fs" => {}
-        "s3" => {
-            return Err(cx.err(
-                "storage.backend",
-                "the S3 backend is not implemented in this version of ferry; use \"fs\"",
-            ))
-        }
-        other => {
-            return Err(cx.err(
-                "storage.backend",
-                format!("{other:?} is not a backend; use \"fs\""),
-            ))
-        }
-    }
-    let s3_keys = [
-        ("bucket", raw.bucket.is_some()),
-        ("prefix", raw.prefix.is_some()),
-        ("region", raw.region.is_some()),
-        ("endpoint", raw.endpoint.is_some()),
-        ("path_style", raw.path_style.is_some()),
-        ("access_key_id", raw.access_key_id.is_some()),
-        ("secret_access_key", raw.secret_access_key.is_some()),
-        ("redirect", raw.redirect.is_some()),
-    ];
-    if let Some((k, _)) = s3_keys.iter().find(|(_, set)| *set) {
-        return Err(cx.err(format!("storage.{k}"), "only applies to backend = \"s3\""));
-    }
-    let path = raw.path.unwrap_or_else(|| PathBuf::from("./ferry-data"));
+    let path = raw
+        .path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./ferry-data"));
     if path.as_os_str().is_empty() {
         return Err(cx.err("storage.path", "must not be empty"));
     }
     let path = cx.path(path);
     let index_path = raw
         .index_path
+        .clone()
         .map_or_else(|| path.join("index"), |p| cx.path(p));
     let max_size = match &raw.max_size {
         None => None,
@@ -430,6 +504,41 @@ fn validate_storage(cx: &Ctx<'_>, raw: Option<RawStorage>) -> Result<StorageConf
             format!("{low_watermark} must be below high_watermark ({high_watermark})"),
         ));
     }
+    let backend = match raw.backend.as_deref().unwrap_or("fs") {
+        "fs" => {
+            let s3_keys = [
+                ("bucket", raw.bucket.is_some()),
+                ("prefix", raw.prefix.is_some()),
+                ("region", raw.region.is_some()),
+                ("endpoint", raw.endpoint.is_some()),
+                ("path_style", raw.path_style.is_some()),
+                ("access_key_id", raw.access_key_id.is_some()),
+                ("secret_access_key", raw.secret_access_key.is_some()),
+                (
+                    "secret_access_key_file",
+                    raw.secret_access_key_file.is_some(),
+                ),
+                ("part_size", raw.part_size.is_some()),
+                ("redirect", raw.redirect.is_some()),
+                ("redirect_expiry", raw.redirect_expiry.is_some()),
+                ("max_attempts", raw.max_attempts.is_some()),
+                ("connect_timeout", raw.connect_timeout.is_some()),
+                ("read_timeout", raw.read_timeout.is_some()),
+                ("abandoned_upload_age", raw.abandoned_upload_age.is_some()),
+            ];
+            if let Some((k, _)) = s3_keys.iter().find(|(_, set)| *set) {
+                return Err(cx.err(format!("storage.{k}"), "only applies to backend = \"s3\""));
+            }
+            Backend::Fs
+        }
+        "s3" => validate_s3(cx, raw, &path)?,
+        other => {
+            return Err(cx.err(
+                "storage.backend",
+                format!("{other:?} is not a backend; use \"fs\" or \"s3\""),
+            ))
+        }
+    };
     Ok(StorageConfig {
         path,
         index_path,
@@ -438,6 +547,132 @@ fn validate_storage(cx: &Ctx<'_>, raw: Option<RawStorage>) -> Result<StorageConf
             high_watermark,
             low_watermark,
         },
+        backend,
+    })
+}
+
+fn validate_s3(cx: &Ctx<'_>, raw: RawStorage, path: &Path) -> Result<Backend, ConfigError> {
+    let bucket = raw
+        .bucket
+        .ok_or_else(|| cx.err("storage.bucket", "is required with backend = \"s3\""))?;
+    // S3's bucket naming rules (lowercase, digits, '.', '-'; 3 to 63 characters).
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !bucket_ok {
+        return Err(cx.err(
+            "storage.bucket",
+            format!("{bucket:?} is not a valid bucket name"),
+        ));
+    }
+    let prefix = raw.prefix.unwrap_or_default().trim_matches('/').to_owned();
+    let prefix_ok = prefix.split('/').all(|seg| {
+        prefix.is_empty()
+            || (!seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg.chars().all(|c| !c.is_control() && c != '\\'))
+    });
+    if !prefix_ok {
+        return Err(cx.err(
+            "storage.prefix",
+            format!("{prefix:?} must be path segments without empty, '.' or '..' parts"),
+        ));
+    }
+    let endpoint = match raw.endpoint {
+        None => None,
+        Some(e) => {
+            let url = Url::parse(&e)
+                .map_err(|err| cx.err("storage.endpoint", format!("{e:?} is not a URL: {err}")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(cx.err(
+                    "storage.endpoint",
+                    format!("{e:?} must be an http:// or https:// URL"),
+                ));
+            }
+            Some(e.trim_end_matches('/').to_owned())
+        }
+    };
+    let region = raw.region.unwrap_or_else(|| "us-east-1".into());
+    let secret = cx.secret(
+        "storage.secret_access_key",
+        raw.secret_access_key,
+        "storage.secret_access_key_file",
+        raw.secret_access_key_file,
+    )?;
+    let credentials = match (raw.access_key_id, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => Some(ferry_storage::StaticCredentials {
+            access_key_id,
+            secret_access_key,
+            session_token: None,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(cx.err(
+                "storage.secret_access_key",
+                "access_key_id is set but no secret_access_key or secret_access_key_file",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(cx.err(
+                "storage.access_key_id",
+                "a secret access key is set but no access_key_id",
+            ))
+        }
+    };
+    let part_size = cx.size("storage.part_size", raw.part_size.as_ref(), 16 << 20)?;
+    if !(ferry_storage::s3::MIN_PART_SIZE..=5 << 30).contains(&part_size) {
+        return Err(cx.err(
+            "storage.part_size",
+            "must be between 5MiB and 5GiB (S3's part size limits)",
+        ));
+    }
+    let max_attempts = raw.max_attempts.unwrap_or(5);
+    if !(1..=20).contains(&max_attempts) {
+        return Err(cx.err("storage.max_attempts", "must be between 1 and 20"));
+    }
+    let redirect_expiry = cx.duration(
+        "storage.redirect_expiry",
+        raw.redirect_expiry.as_deref(),
+        Duration::from_secs(600),
+    )?;
+    // SigV4 presigned URLs are valid for at most seven days.
+    if redirect_expiry < Duration::from_secs(1) || redirect_expiry > Duration::from_secs(7 * 86400)
+    {
+        return Err(cx.err("storage.redirect_expiry", "must be between 1s and 7 days"));
+    }
+    let s3 = ferry_storage::S3Config {
+        bucket,
+        prefix,
+        region,
+        endpoint,
+        path_style: raw.path_style.unwrap_or(false),
+        credentials,
+        part_size,
+        spool_dir: path.join("spool"),
+        max_attempts,
+        connect_timeout: cx.duration(
+            "storage.connect_timeout",
+            raw.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        )?,
+        read_timeout: cx.duration(
+            "storage.read_timeout",
+            raw.read_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?,
+        abandoned_upload_age: cx.duration(
+            "storage.abandoned_upload_age",
+            raw.abandoned_upload_age.as_deref(),
+            Duration::from_secs(24 * 3600),
+        )?,
+    };
+    Ok(Backend::S3 {
+        s3: Box::new(s3),
+        redirect: raw.redirect.unwrap_or(false).then_some(redirect_expiry),
     })
 }
 
@@ -492,26 +727,12 @@ fn validate_upstream(
             ));
         }
     }
-    let password = match (u.password, u.password_file) {
-        (Some(_), Some(_)) => {
-            return Err(cx.err(
-                key("password_file"),
-                "set password or password_file, not both",
-            ))
-        }
-        (Some(p), None) => Some(p),
-        (None, Some(f)) => {
-            let f = cx.path(f);
-            let p = std::fs::read_to_string(&f).map_err(|e| {
-                cx.err(
-                    key("password_file"),
-                    format!("cannot read {}: {e}", f.display()),
-                )
-            })?;
-            Some(p.trim_end_matches(['\r', '\n']).to_owned())
-        }
-        (None, None) => None,
-    };
+    let password = cx.secret(
+        &key("password"),
+        u.password,
+        &key("password_file"),
+        u.password_file,
+    )?;
     let credentials = match (u.username, password) {
         (Some(username), Some(password)) => Some(Credentials { username, password }),
         (None, None) => None,

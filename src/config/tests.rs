@@ -28,6 +28,7 @@ fn embedded_default_and_examples_are_valid() {
         "config/ferry.toml",
         "config/minimal.toml",
         "config/default.toml",
+        "config/s3.toml",
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
         Config::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
@@ -52,7 +53,40 @@ fn errors_name_the_key() {
         ("manifest_ttl = \"soon\"\n", "manifest_ttl"),
         ("manifest_cache_size = \"lots\"\n", "manifest_cache_size"),
         ("[storage]\nbackend = \"ftp\"\n", "storage.backend"),
-        ("[storage]\nbackend = \"s3\"\n", "storage.backend"),
+        ("[storage]\nbackend = \"s3\"\n", "storage.bucket"),
+        (
+            "[storage]\nbackend = \"s3\"\nbucket = \"Bad_Bucket\"\n",
+            "storage.bucket",
+        ),
+        (
+            "[storage]\nbackend = \"s3\"\nbucket = \"b-1\"\nprefix = \"a/../b\"\n",
+            "storage.prefix",
+        ),
+        (
+            "[storage]\nbackend = \"s3\"\nbucket = \"b-1\"\nendpoint = \"ftp://x\"\n",
+            "storage.endpoint",
+        ),
+        (
+            "[storage]\nbackend = \"s3\"\nbucket = \"b-1\"\npart_size = \"1MiB\"\n",
+            "storage.part_size",
+        ),
+        (
+            "[storage]\nbackend = \"s3\"\nbucket = \"b-1\"\naccess_key_id = \"k\"\n",
+            "storage.secret_access_key",
+        ),
+        (
+            "[storage]\nbackend = \"s3\"\nbucket = \"b-1\"\nsecret_access_key = \"k\"\n",
+            "storage.access_key_id",
+        ),
+        (
+            "[storage]\nbackend = \"s3\"\nbucket = \"b-1\"\nredirect_expiry = \"30d\"\n",
+            "storage.redirect_expiry",
+        ),
+        (
+            "[storage]\nbackend = \"s3\"\nbucket = \"b-1\"\nmax_attempts = 0\n",
+            "storage.max_attempts",
+        ),
+        ("[storage]\npart_size = \"16MiB\"\n", "storage.part_size"),
         ("[storage]\nbucket = \"b\"\n", "storage.bucket"),
         ("[storage]\nmax_size = \"1 elephant\"\n", "storage.max_size"),
         ("[storage]\nmax_size = 0\n", "storage.max_size"),
@@ -148,4 +182,32 @@ fn password_file_and_redaction() {
     let text = format!("[storage]\npath = \"data\"\n{ONE}");
     let c = Config::from_toml(&text, "f.toml", Some(dir.path())).unwrap();
     assert_eq!(c.storage.path, dir.path().join("data"));
+}
+
+#[test]
+fn s3_backend_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "topsecret\n").unwrap();
+    let text = format!(
+        "[storage]\nbackend = \"s3\"\npath = \"spool-here\"\nbucket = \"ferry-cache\"\nprefix = \"/eu/west/\"\n\
+         endpoint = \"http://127.0.0.1:9000/\"\npath_style = true\naccess_key_id = \"AKIA1\"\n\
+         secret_access_key_file = \"secret\"\npart_size = \"8MiB\"\nredirect = true\nredirect_expiry = \"5m\"\n{ONE}"
+    );
+    let c = Config::from_toml(&text, "t.toml", Some(dir.path())).unwrap();
+    let Backend::S3 { s3, redirect } = &c.storage.backend else {
+        panic!("not s3: {:?}", c.storage.backend)
+    };
+    assert_eq!(s3.bucket, "ferry-cache");
+    assert_eq!(s3.prefix, "eu/west");
+    assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert!(s3.path_style);
+    assert_eq!(s3.region, "us-east-1");
+    assert_eq!(s3.part_size, 8 << 20);
+    assert_eq!(s3.spool_dir, dir.path().join("spool-here").join("spool"));
+    assert_eq!(*redirect, Some(Duration::from_secs(300)));
+    let creds = s3.credentials.as_ref().unwrap();
+    assert_eq!(creds.secret_access_key, "topsecret");
+    assert_eq!(c.storage.location(), "s3://ferry-cache/eu/west");
+    assert!(!c.render().contains("topsecret"));
+    assert!(!format!("{c:?}").contains("topsecret"));
 }

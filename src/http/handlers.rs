@@ -196,6 +196,15 @@ fn manifest_response(m: ManifestReply, head: bool, state: &AppState) -> Response
 }
 
 fn blob_response(reply: BlobReply, digest: &str, state: &AppState) -> Response {
+    if let Some(url) = &reply.redirect {
+        let mut resp = Response::new(Body::empty());
+        *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        let h = resp.headers_mut();
+        h.insert(header::LOCATION, header_value(url));
+        h.insert("docker-content-digest", header_value(digest));
+        h.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+        return resp;
+    }
     let body = match reply.body {
         None => Body::empty(),
         Some(stream) => {

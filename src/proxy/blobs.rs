@@ -15,8 +15,10 @@ pub struct BlobReply {
     pub size: Option<u64>,
     /// The part being answered (206), or `None` for the whole blob (200).
     pub span: Option<ByteSpan>,
-    /// `None` for HEAD.
+    /// `None` for HEAD and redirects.
     pub body: Option<ByteStream>,
+    /// Send the client here instead (a presigned URL of the blob in the store).
+    pub redirect: Option<String>,
 }
 
 impl Mirror {
@@ -69,6 +71,7 @@ impl Mirror {
                         size: Some(total),
                         span,
                         body: Some(body),
+                        redirect: None,
                     });
                 }
                 FillState::Streaming {
@@ -79,6 +82,7 @@ impl Mirror {
                         size: None,
                         span: None,
                         body: Some(body),
+                        redirect: None,
                     });
                 }
                 // A Range on a blob of unknown length waits for the fill to finish.
@@ -98,6 +102,19 @@ impl Mirror {
         head: bool,
     ) -> Result<BlobReply, ProxyError> {
         let span = range.map(|r| r.resolve(size)).transpose()?;
+        if let Some(expires) = self.redirect.filter(|_| !head) {
+            let url = self.store.presigned_get(digest, expires).await?;
+            // A URL that cannot be a header value is never sent; stream instead.
+            if let Some(url) = url.filter(|u| u.bytes().all(|b| b.is_ascii_graphic())) {
+                self.metrics.cache("blob", "redirect");
+                return Ok(BlobReply {
+                    size: Some(size),
+                    span: None,
+                    body: None,
+                    redirect: Some(url),
+                });
+            }
+        }
         let body = if head {
             None
         } else {
@@ -112,6 +129,7 @@ impl Mirror {
             size: Some(size),
             span,
             body,
+            redirect: None,
         })
     }
 
@@ -138,6 +156,7 @@ impl Mirror {
                             size: Some(size),
                             span,
                             body: None,
+                            redirect: None,
                         });
                     }
                     FillState::Failed(e) => return Err(ProxyError::Oci(e)),
@@ -173,6 +192,7 @@ impl Mirror {
             size,
             span,
             body: None,
+            redirect: None,
         })
     }
 }

@@ -56,6 +56,8 @@ pub struct Mirror {
     referrers: moka::future::Cache<ReferrersKey, (Bytes, String)>,
     /// Concurrent misses and revalidations of one manifest share one upstream request.
     fetches: coalesce::Coalesce<FetchKey, FetchResult>,
+    /// Answer blob hits with a presigned store URL valid this long (S3 `redirect`).
+    redirect: Option<std::time::Duration>,
 }
 
 impl Mirror {
@@ -90,6 +92,7 @@ impl Mirror {
                 .time_to_live(config.manifest_ttl)
                 .build(),
             fetches: coalesce::Coalesce::default(),
+            redirect: config.storage.redirect(),
         })
     }
 

@@ -7,7 +7,7 @@
 //! [`Index::plan_eviction`]; this type carries it out and reconciles index and store
 //! after a crash.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,6 +51,9 @@ pub struct ReconcileReport {
     pub missing_content: Vec<Digest>,
     /// Stored and verified, but not indexed.
     pub unindexed: Vec<Digest>,
+    /// In a shared store, not indexed by this node: another node's fill. Adopted
+    /// (with `repair`) at its listed size; not a problem.
+    pub adoptable: Vec<Digest>,
     /// Stored, not indexed, and not matching its digest.
     pub unindexed_corrupt: Vec<Digest>,
     /// Indexed content that does not match its digest (only checked with `verify_all`).
@@ -228,7 +231,19 @@ impl IndexedStore {
         let indexed = tokio::task::spawn_blocking(move || index.blobs())
             .await
             .map_err(|e| StoreError::Backend(format!("index scan: {e}")))??;
-        let stored: HashSet<Digest> = self.inner.list().await?.into_iter().collect();
+        let shared = self.inner.shared();
+        let (stored, listed_sizes): (HashSet<Digest>, HashMap<Digest, u64>) = if shared {
+            let sized = self.inner.list_sized().await?;
+            (
+                sized.iter().map(|(d, _)| d.clone()).collect(),
+                sized.into_iter().collect(),
+            )
+        } else {
+            (
+                self.inner.list().await?.into_iter().collect(),
+                HashMap::new(),
+            )
+        };
         let mut report = ReconcileReport::default();
         let mut indexed_set = HashSet::with_capacity(indexed.len());
         for (digest, entry) in indexed {
@@ -261,12 +276,24 @@ impl IndexedStore {
         }
         for digest in stored.difference(&indexed_set) {
             report.checked += 1;
-            match verify(&*self.inner, digest).await? {
+            // A shared store's objects were verified by whichever node wrote them;
+            // re-hashing a whole bucket at every start would cost its full size in
+            // reads. `verify_all` (`ferry index check --verify`) still hashes them.
+            let listed = listed_sizes.get(digest).copied().filter(|_| !verify_all);
+            let size = match listed {
+                Some(size) => Some(size),
+                None => verify(&*self.inner, digest).await?,
+            };
+            match size {
                 Some(size) => {
                     if repair {
                         self.index.insert_blob(digest, size, None)?;
                     }
-                    report.unindexed.push(digest.clone());
+                    if shared {
+                        report.adoptable.push(digest.clone());
+                    } else {
+                        report.unindexed.push(digest.clone());
+                    }
                 }
                 None => {
                     if repair {
@@ -302,10 +329,20 @@ impl BlobStore for IndexedStore {
 
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         let entry = self.index.entry(digest)?;
-        if entry.is_some() {
+        if let Some(entry) = entry {
+            self.index.touch(digest);
+            return Ok(Some(entry.size));
+        }
+        if !self.inner.shared() {
+            return Ok(None);
+        }
+        // Another node may have stored it in the shared bucket: adopt it.
+        let size = self.inner.stat(digest).await?;
+        if let Some(size) = size {
+            self.index.insert_blob(digest, size, None)?;
             self.index.touch(digest);
         }
-        Ok(entry.map(|e| e.size))
+        Ok(size)
     }
 
     async fn get(
@@ -364,6 +401,26 @@ impl BlobStore for IndexedStore {
 
     async fn list(&self) -> Result<Vec<Digest>, StoreError> {
         self.inner.list().await
+    }
+
+    async fn list_sized(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
+        self.inner.list_sized().await
+    }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+
+    async fn presigned_get(
+        &self,
+        digest: &Digest,
+        expires: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let url = self.inner.presigned_get(digest, expires).await?;
+        if url.is_some() {
+            self.index.touch(digest);
+        }
+        Ok(url)
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

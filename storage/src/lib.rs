@@ -8,6 +8,7 @@
 //! - [`digest`]: the `Digest` key and an incremental `Verifier`.
 //! - [`store`]: the [`BlobStore`] / [`BlobWriter`] traits every backend implements.
 //! - [`fs`]: the local-disk backend (temp file → fsync → rename).
+//! - [`s3`] (feature `s3`): the S3 backend (multipart fills, presigned URLs).
 //! - [`meta`]: the tag and manifest records the proxy keeps (trait).
 //! - [`index`]: the RocksDB cache index: sizes, access times, pins, tags; the LRU policy.
 //! - [`indexed`]: a `BlobStore` that keeps the index in step with any backend,
@@ -20,6 +21,10 @@ pub mod fs;
 pub mod index;
 pub mod indexed;
 pub mod meta;
+#[cfg(feature = "s3")]
+pub mod s3;
+#[cfg(all(feature = "s3", any(test, feature = "test-util")))]
+pub mod s3_testing;
 pub mod store;
 
 pub use digest::{Digest, DigestError, Verifier};
@@ -27,4 +32,6 @@ pub use fs::FsStore;
 pub use index::{select_victims, BlobEntry, Candidate, Index, IndexError, NodeStats, Totals};
 pub use indexed::{EvictReport, IndexedStore, Limits, ReconcileReport};
 pub use meta::{MetaStore, TagKey, TagRecord};
+#[cfg(feature = "s3")]
+pub use s3::{CleanupReport, S3Config, S3Store, StaticCredentials};
 pub use store::{BlobBody, BlobStore, BlobWriter, ByteSpan, StoreError};

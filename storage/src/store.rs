@@ -100,6 +100,35 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Every stored digest.
     async fn list(&self) -> Result<Vec<Digest>, StoreError>;
 
+    /// Every stored digest with its size. Backends that learn sizes from their
+    /// listing override this; the default asks for each size.
+    async fn list_sized(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for digest in self.list().await? {
+            if let Some(size) = self.stat(&digest).await? {
+                out.push((digest, size));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether other nodes may write to this store too (a shared bucket). A shared
+    /// store is asked on an index miss, and content found there is adopted at its
+    /// listed size: only a verified write can create a blob, on any node.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// A URL from which a client may GET the blob directly for `expires`, when the
+    /// backend can issue one (S3 presigned URLs).
+    async fn presigned_get(
+        &self,
+        _digest: &Digest,
+        _expires: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
     /// Whether the backend can serve requests now (for `/readyz`).
     async fn ready(&self) -> Result<(), StoreError>;
 }

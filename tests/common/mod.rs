@@ -8,6 +8,7 @@ pub mod fake;
 pub mod image;
 pub mod node;
 pub mod registry;
+pub mod s3;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub struct TestFerry {
     pub url: String,
     pub data: PathBuf,
     pub app_metrics: std::sync::Arc<ferry::metrics::Metrics>,
+    pub config: Config,
     _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -64,6 +66,7 @@ impl TestFerry {
             url: format!("http://{addr}"),
             data: data.to_path_buf(),
             app_metrics: metrics,
+            config,
             _dir: None,
             stop: Some(stop),
             task: Some(task),
