@@ -58,7 +58,7 @@ fn check_config_names_file_and_key() {
         ("listen = 5\n", "line 1"),
         (
             "[storage]\nbackend = \"s3\"\n[[upstream]]\nname = \"a\"\nurl = \"http://x\"\n",
-            "storage.backend",
+            "storage.bucket",
         ),
     ];
     for (i, (body, key)) in cases.iter().enumerate() {
