@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
+use crate::spool::Spool;
 use crate::store::{BlobBody, BlobStore, BlobWriter, ByteSpan, StoreError};
-use crate::{Digest, Verifier};
+use crate::Digest;
 
 /// Read buffer for serving: large enough that a 64 MiB blob is a few hundred syscalls.
 const READ_CHUNK: usize = 256 * 1024;
@@ -123,20 +124,9 @@ impl BlobStore for FsStore {
         let tmp_path = self
             .tmp
             .join(format!("{}.{}.{}", digest.hex(), std::process::id(), seq));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)
-            .await
-            .map_err(StoreError::from_io)?;
         Ok(Box::new(FsWriter {
-            file: Some(file),
-            tmp_path,
+            spool: Spool::create(tmp_path, digest, expected_size).await?,
             final_path: self.blob_path(digest),
-            digest: digest.clone(),
-            expected_size,
-            verifier: Verifier::new(),
-            done: false,
         }))
     }
 
@@ -178,73 +168,27 @@ impl BlobStore for FsStore {
 }
 
 struct FsWriter {
-    file: Option<fs::File>,
-    tmp_path: PathBuf,
+    /// The temp file; dropping the writer before the rename removes it.
+    spool: Spool,
     final_path: PathBuf,
-    digest: Digest,
-    expected_size: Option<u64>,
-    verifier: Verifier,
-    /// Set once the temp file is renamed or removed, so drop has nothing to do.
-    done: bool,
-}
-
-impl FsWriter {
-    fn file(&mut self) -> Result<&mut fs::File, StoreError> {
-        self.file
-            .as_mut()
-            .ok_or_else(|| StoreError::Backend("write after commit".into()))
-    }
 }
 
 #[async_trait]
 impl BlobWriter for FsWriter {
     async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        let new_len = self.verifier.len() + data.len() as u64;
-        if let Some(expected) = self.expected_size.filter(|e| new_len > *e) {
-            return Err(StoreError::SizeMismatch {
-                digest: self.digest.clone(),
-                expected,
-                actual: new_len,
-            });
-        }
-        let file = self.file()?;
-        file.write_all(data).await.map_err(StoreError::from_io)?;
-        // tokio's File completes writes in the background; flush so that readers
-        // following the spool file see these bytes once this call returns.
-        file.flush().await.map_err(StoreError::from_io)?;
-        self.verifier.update(data);
-        Ok(())
+        self.spool.write(data).await
     }
 
     fn written(&self) -> u64 {
-        self.verifier.len()
+        self.spool.written()
     }
 
     fn spool_path(&self) -> Option<&Path> {
-        Some(&self.tmp_path)
+        Some(self.spool.path())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<u64, StoreError> {
-        let size = self.verifier.len();
-        let actual = std::mem::take(&mut self.verifier).finish();
-        if actual != self.digest {
-            return Err(StoreError::DigestMismatch {
-                expected: self.digest.clone(),
-                actual,
-            });
-        }
-        if let Some(expected) = self.expected_size.filter(|e| *e != size) {
-            return Err(StoreError::SizeMismatch {
-                digest: self.digest.clone(),
-                expected,
-                actual: size,
-            });
-        }
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| StoreError::Backend("commit twice".into()))?;
-        file.flush().await.map_err(StoreError::from_io)?;
+        let (size, file) = self.spool.verify().await?;
         file.sync_all().await.map_err(StoreError::from_io)?;
         drop(file);
         let parent = self
@@ -255,21 +199,12 @@ impl BlobWriter for FsWriter {
         fs::create_dir_all(&parent)
             .await
             .map_err(StoreError::from_io)?;
-        fs::rename(&self.tmp_path, &self.final_path)
+        fs::rename(self.spool.path(), &self.final_path)
             .await
             .map_err(StoreError::from_io)?;
-        self.done = true;
         // The rename is durable only once the directory entry is.
         fs::File::open(&parent).await?.sync_all().await?;
         Ok(size)
-    }
-}
-
-impl Drop for FsWriter {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.tmp_path);
-        }
     }
 }
 

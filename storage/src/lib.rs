@@ -25,6 +25,7 @@ pub mod meta;
 pub mod s3;
 #[cfg(all(feature = "s3", any(test, feature = "test-util")))]
 pub mod s3_testing;
+mod spool;
 pub mod store;
 
 pub use digest::{Digest, DigestError, Verifier};

@@ -36,11 +36,11 @@ use aws_sdk_s3::primitives::{ByteStream as SdkBody, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use tokio::fs;
-use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
+use crate::spool::Spool;
 use crate::store::{BlobBody, BlobStore, BlobWriter, ByteSpan, StoreError};
-use crate::{Digest, Verifier};
+use crate::Digest;
 
 /// S3's smallest part (all but the last part of an upload must be at least this).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -506,22 +506,11 @@ impl BlobStore for S3Store {
         let s = &self.shared;
         let seq = SPOOL_SEQ.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}.{}.{}", digest.hex(), std::process::id(), seq);
-        let spool_path = s.spool.join(&name);
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&spool_path)
-            .await
-            .map_err(StoreError::from_io)?;
         Ok(Box::new(S3Writer {
+            spool: Spool::create(s.spool.join(&name), digest, expected_size).await?,
             shared: s.clone(),
             key: s.blob_key(digest),
             journal_path: s.journal.join(name),
-            digest: digest.clone(),
-            expected_size,
-            verifier: Verifier::new(),
-            spool: Some(file),
-            spool_path,
             upload_id: None,
             next_part_start: 0,
             in_flight: VecDeque::new(),
@@ -588,21 +577,18 @@ impl BlobStore for S3Store {
 type PartTask = JoinHandle<Result<CompletedPart, StoreError>>;
 
 struct S3Writer {
+    /// Every byte so far, hashed; parts are uploaded from it. Removed on drop.
+    spool: Spool,
     shared: Arc<Shared>,
     key: String,
     journal_path: PathBuf,
-    digest: Digest,
-    expected_size: Option<u64>,
-    verifier: Verifier,
-    spool: Option<fs::File>,
-    spool_path: PathBuf,
     /// Set once the multipart upload is created (the first full part).
     upload_id: Option<String>,
     /// Spool offset where the next part starts.
     next_part_start: u64,
     in_flight: VecDeque<PartTask>,
     completed: Vec<CompletedPart>,
-    /// The blob is committed (or the writer cleaned up): drop has nothing to do.
+    /// The blob is committed: drop has no upload to abort.
     done: bool,
 }
 
@@ -635,12 +621,12 @@ impl S3Writer {
 
     async fn spool_body(&self, offset: u64, len: u64) -> Result<SdkBody, StoreError> {
         SdkBody::read_from()
-            .path(&self.spool_path)
+            .path(self.spool.path())
             .offset(offset)
             .length(Length::Exact(len))
             .build()
             .await
-            .map_err(|e| StoreError::Backend(format!("read spool {:?}: {e}", self.spool_path)))
+            .map_err(|e| StoreError::Backend(format!("read spool {:?}: {e}", self.spool.path())))
     }
 
     /// Starts uploading spool bytes `offset..offset+len` as the next part, waiting
@@ -744,44 +730,14 @@ impl S3Writer {
             }
         }
     }
-
-    fn mismatch(&self, size: u64, actual: Digest) -> Option<StoreError> {
-        if actual != self.digest {
-            return Some(StoreError::DigestMismatch {
-                expected: self.digest.clone(),
-                actual,
-            });
-        }
-        self.expected_size
-            .filter(|e| *e != size)
-            .map(|expected| StoreError::SizeMismatch {
-                digest: self.digest.clone(),
-                expected,
-                actual: size,
-            })
-    }
 }
 
 #[async_trait]
 impl BlobWriter for S3Writer {
     async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        let new_len = self.verifier.len() + data.len() as u64;
-        if let Some(expected) = self.expected_size.filter(|e| new_len > *e) {
-            return Err(StoreError::SizeMismatch {
-                digest: self.digest.clone(),
-                expected,
-                actual: new_len,
-            });
-        }
-        let file = self
-            .spool
-            .as_mut()
-            .ok_or_else(|| StoreError::Backend("write after commit".into()))?;
-        file.write_all(data).await.map_err(StoreError::from_io)?;
-        file.flush().await.map_err(StoreError::from_io)?;
-        self.verifier.update(data);
+        self.spool.write(data).await?;
         let part_size = self.shared.part_size;
-        while self.verifier.len() - self.next_part_start >= part_size {
+        while self.spool.written() - self.next_part_start >= part_size {
             self.start_part(self.next_part_start, part_size).await?;
             self.next_part_start += part_size;
         }
@@ -789,30 +745,27 @@ impl BlobWriter for S3Writer {
     }
 
     fn written(&self) -> u64 {
-        self.verifier.len()
+        self.spool.written()
     }
 
     fn spool_path(&self) -> Option<&Path> {
-        Some(&self.spool_path)
+        Some(self.spool.path())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<u64, StoreError> {
-        let size = self.verifier.len();
-        let actual = std::mem::take(&mut self.verifier).finish();
-        if let Some(err) = self.mismatch(size, actual) {
-            self.abort().await;
-            return Err(err);
-        }
-        if let Some(mut file) = self.spool.take() {
-            file.flush().await.map_err(StoreError::from_io)?;
-        }
+        let size = match self.spool.verify().await {
+            Ok((size, _file)) => size,
+            Err(e) => {
+                self.abort().await;
+                return Err(e);
+            }
+        };
         if let Err(e) = self.finish(size).await {
             self.abort().await;
             return Err(e);
         }
         self.done = true;
         let _ = fs::remove_file(&self.journal_path).await;
-        let _ = fs::remove_file(&self.spool_path).await;
         Ok(size)
     }
 }
@@ -822,7 +775,6 @@ impl Drop for S3Writer {
         if self.done {
             return;
         }
-        let _ = std::fs::remove_file(&self.spool_path);
         for task in self.in_flight.drain(..) {
             task.abort();
         }
