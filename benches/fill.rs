@@ -18,20 +18,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ferry_storage::{BlobStore, Digest, FsStore, Verifier};
 use futures_util::StreamExt;
 
-const SIZE: usize = 64 << 20;
+mod common;
 
-fn blob() -> Bytes {
-    // Deterministic, incompressible enough for a hash benchmark.
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut v = Vec::with_capacity(SIZE);
-    while v.len() < SIZE {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    Bytes::from(v)
-}
+use common::{blob, SIZE};
 
 fn verify(c: &mut Criterion) {
     let data = blob();

@@ -16,19 +16,9 @@ use ferry_storage::s3_testing::{S3Server, ACCESS_KEY, SECRET_KEY};
 use ferry_storage::{BlobStore, Digest};
 use futures_util::StreamExt;
 
-const SIZE: usize = 64 << 20;
+mod common;
 
-fn blob() -> Bytes {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut v = Vec::with_capacity(SIZE);
-    while v.len() < SIZE {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    Bytes::from(v)
-}
+use common::{blob, SIZE};
 
 /// A node serving `storage` (a `[storage]` body without `path`) with `data` cached.
 async fn node(storage: &str, dir: &std::path::Path, data: &Bytes) -> String {

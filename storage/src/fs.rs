@@ -7,7 +7,6 @@
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use tokio::fs;
@@ -26,8 +25,6 @@ pub struct FsStore {
     blobs: PathBuf,
     tmp: PathBuf,
 }
-
-static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl FsStore {
     /// Opens (creating if needed) a store rooted at `root`.
@@ -120,12 +117,8 @@ impl BlobStore for FsStore {
         digest: &Digest,
         expected_size: Option<u64>,
     ) -> Result<Box<dyn BlobWriter>, StoreError> {
-        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let tmp_path = self
-            .tmp
-            .join(format!("{}.{}.{}", digest.hex(), std::process::id(), seq));
         Ok(Box::new(FsWriter {
-            spool: Spool::create(tmp_path, digest, expected_size).await?,
+            spool: Spool::create_in(&self.tmp, digest, expected_size).await?,
             final_path: self.blob_path(digest),
         }))
     }

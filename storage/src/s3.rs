@@ -18,7 +18,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -126,8 +125,6 @@ struct Shared {
     journal: PathBuf,
     abandoned_upload_age: Duration,
 }
-
-static SPOOL_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl S3Store {
     /// Builds the client and checks that the bucket is reachable with the given
@@ -504,13 +501,12 @@ impl BlobStore for S3Store {
         expected_size: Option<u64>,
     ) -> Result<Box<dyn BlobWriter>, StoreError> {
         let s = &self.shared;
-        let seq = SPOOL_SEQ.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}.{}.{}", digest.hex(), std::process::id(), seq);
+        let spool = Spool::create_in(&s.spool, digest, expected_size).await?;
         Ok(Box::new(S3Writer {
-            spool: Spool::create(s.spool.join(&name), digest, expected_size).await?,
+            journal_path: s.journal.join(spool.name()),
+            spool,
             shared: s.clone(),
             key: s.blob_key(digest),
-            journal_path: s.journal.join(name),
             upload_id: None,
             next_part_start: 0,
             in_flight: VecDeque::new(),

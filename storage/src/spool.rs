@@ -3,6 +3,7 @@
 //! and the digest and size check at commit. Dropping it removes the file.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::fs;
 use tokio::io::AsyncWriteExt;
@@ -18,13 +19,18 @@ pub(crate) struct Spool {
     verifier: Verifier,
 }
 
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
 impl Spool {
-    /// Creates `path`, which must not exist.
-    pub(crate) async fn create(
-        path: PathBuf,
+    /// Creates a new file in `dir`, named `<hex>.<pid>.<seq>`: unique among this
+    /// process's writes and recognisable as a leftover after a crash.
+    pub(crate) async fn create_in(
+        dir: &Path,
         digest: &Digest,
         expected_size: Option<u64>,
     ) -> Result<Self, StoreError> {
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{}.{}.{seq}", digest.hex(), std::process::id()));
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -42,6 +48,11 @@ impl Spool {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file's name (to key other records of this write by).
+    pub(crate) fn name(&self) -> &std::ffi::OsStr {
+        self.path.file_name().unwrap_or_default()
     }
 
     pub(crate) fn written(&self) -> u64 {
