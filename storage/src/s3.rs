@@ -212,7 +212,12 @@ impl S3Store {
                     "bucket {:?} is in another region than the configured one",
                     s.bucket
                 ),
-                _ => format!(
+                Some(code) => format!(
+                    "bucket {:?}: the store answered HTTP {code}: {}",
+                    s.bucket,
+                    DisplayErrorContext(&err)
+                ),
+                None => format!(
                     "cannot reach bucket {:?}: {}",
                     s.bucket,
                     DisplayErrorContext(&err)
@@ -965,6 +970,46 @@ mod tests {
         let report = store.clean_up().await.unwrap();
         assert_eq!(report.journaled_uploads, 1, "{report:?}");
         assert_eq!(server.open_upload_parts(), 0);
+    }
+
+    #[tokio::test]
+    async fn throttling_5xx_and_timeouts_are_retried_with_backoff() {
+        use crate::s3_testing::{Fault, FaultProxy};
+        let server = S3Server::start().await;
+        let spool = tempfile::tempdir().unwrap();
+        let body = data(6 * 1024 * 1024);
+        let d = Digest::of(&body);
+        let faults = [
+            Fault::Status(503, "SlowDown"),
+            Fault::Status(500, "InternalError"),
+            Fault::Stall,
+        ];
+        for fault in faults {
+            // Two spoiled connections, then the real server: within 3 attempts.
+            let proxy = FaultProxy::start(&server, fault, 2).await;
+            let mut cfg = server.config(
+                &format!("{fault:?}").replace(['(', ')', ' ', ',', '"'], ""),
+                spool.path(),
+            );
+            cfg.endpoint = Some(proxy.endpoint.clone());
+            cfg.read_timeout = Duration::from_millis(500);
+            let store = S3Store::connect(cfg)
+                .await
+                .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+            assert!(proxy.connections() >= 3, "{fault:?}: no retries seen");
+            let mut w = store.writer(&d, None).await.unwrap();
+            w.write(&body).await.unwrap();
+            w.commit().await.unwrap();
+            assert_eq!(store.stat(&d).await.unwrap(), Some(body.len() as u64));
+        }
+
+        // Past max_attempts the error says what the store answered.
+        let proxy = FaultProxy::start(&server, Fault::Status(503, "SlowDown"), 100).await;
+        let mut cfg = server.config("", spool.path());
+        cfg.endpoint = Some(proxy.endpoint.clone());
+        let err = S3Store::connect(cfg).await.err().unwrap().to_string();
+        assert!(err.contains("503"), "{err}");
+        assert_eq!(proxy.connections(), 3, "max_attempts = 3");
     }
 
     #[tokio::test]

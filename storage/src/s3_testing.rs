@@ -156,3 +156,84 @@ impl Drop for S3Server {
         self.stop();
     }
 }
+
+/// What a [`FaultProxy`] does to a connection it does not pass through.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Answers the request with this status and S3 error code, then closes.
+    Status(u16, &'static str),
+    /// Reads the request and never answers.
+    Stall,
+}
+
+/// A TCP proxy in front of an [`S3Server`] that spoils the first `n` connections
+/// with a [`Fault`] and pipes the rest through unchanged (so signatures stay valid).
+pub struct FaultProxy {
+    pub endpoint: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(server: &S3Server, fault: Fault, n: usize) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = ("127.0.0.1", server.port);
+        let spoiled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = spoiled.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let spoil = counter.fetch_add(1, Ordering::SeqCst) < n;
+                tokio::spawn(async move {
+                    if !spoil {
+                        if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+                        }
+                        return;
+                    }
+                    // Read the request head (and whatever body came with it).
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = conn.read(&mut buf).await;
+                    match fault {
+                        Fault::Status(status, code) => {
+                            let body = format!(
+                                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+                            );
+                            let head = format!(
+                                "HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            );
+                            let _ = conn.write_all(head.as_bytes()).await;
+                            let _ = conn.write_all(body.as_bytes()).await;
+                            let _ = conn.shutdown().await;
+                        }
+                        Fault::Stall => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            endpoint,
+            accepted: spoiled,
+            task,
+        }
+    }
+
+    /// Connections accepted so far (spoiled or passed through).
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
