@@ -38,15 +38,15 @@ use crate::proxy::Mirror;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open storage at {path}: {source}")]
+    #[error("cannot open storage at {path}")]
     Storage { path: String, source: StoreError },
     #[error(transparent)]
     Index(#[from] IndexError),
-    #[error("cannot set up metrics: {0}")]
+    #[error("cannot set up metrics")]
     Metrics(#[from] prometheus::Error),
-    #[error("cannot build the HTTP client: {0}")]
+    #[error("cannot build the HTTP client")]
     Client(#[from] reqwest::Error),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
         source: std::io::Error,

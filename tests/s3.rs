@@ -277,7 +277,8 @@ async fn a_bad_bucket_fails_start_up_with_a_clear_error() {
         )
     );
     let config = ferry::config::Config::from_toml(&text, "t.toml", None).unwrap();
-    let err = ferry::build_app(&config).await.err().unwrap().to_string();
+    let err = ferry::build_app(&config).await.err().unwrap();
+    let err = format!("{:#}", anyhow::Error::from(err));
     assert!(err.contains("s3://absent/"), "{err}");
     assert!(err.contains("bucket \"absent\" does not exist"), "{err}");
 }

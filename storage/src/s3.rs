@@ -29,7 +29,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream as SdkBody, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -215,13 +215,9 @@ impl S3Store {
                 Some(code) => format!(
                     "bucket {:?}: the store answered HTTP {code}: {}",
                     s.bucket,
-                    DisplayErrorContext(&err)
+                    chain(&err)
                 ),
-                None => format!(
-                    "cannot reach bucket {:?}: {}",
-                    s.bucket,
-                    DisplayErrorContext(&err)
-                ),
+                None => format!("cannot reach bucket {:?}: {}", s.bucket, chain(&err)),
             })),
         }
     }
@@ -402,7 +398,25 @@ fn sdk_error<E>(op: &str, key: &str, err: SdkError<E, HttpResponse>) -> StoreErr
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    StoreError::Backend(format!("s3 {op} {key}: {}", DisplayErrorContext(&err)))
+    StoreError::Backend(format!("s3 {op} {key}: {}", chain(&err)))
+}
+
+/// An error and its sources as one line, `outer: inner: root`, skipping a source
+/// whose text its parent already shows.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut last = out.clone();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !last.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        source = e.source();
+    }
+    out
 }
 
 /// Total size from a `Content-Range: bytes a-b/N` header.
