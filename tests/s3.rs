@@ -282,3 +282,53 @@ async fn a_bad_bucket_fails_start_up_with_a_clear_error() {
     assert!(err.contains("s3://absent/"), "{err}");
     assert!(err.contains("bucket \"absent\" does not exist"), "{err}");
 }
+
+#[tokio::test]
+async fn concurrent_clients_of_a_cold_blob_share_one_fill_through_the_spool() {
+    let up = FakeUpstream::start().await;
+    let data: Vec<u8> = (0..(12 << 20)).map(|i| (i % 239) as u8).collect();
+    let digest = up.add_blob(data.clone());
+    up.fault(
+        &digest,
+        Fault::Slow {
+            chunk: 1 << 20,
+            delay: Duration::from_millis(30),
+        },
+    );
+    let s3 = S3Server::start().await;
+    let f = TestFerry::start(&format!(
+        "{}{}",
+        upstream(&up.url),
+        storage_table(&s3, "c", "")
+    ))
+    .await;
+    let url = format!("{}/v2/local/x/blobs/{digest}", f.url);
+    let readers: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut req = client().get(&url);
+                if i % 2 == 1 {
+                    req = req.header("range", "bytes=5000000-9999999");
+                }
+                let resp = req.send().await.unwrap();
+                (resp.status().as_u16(), resp.bytes().await.unwrap())
+            })
+        })
+        .collect();
+    for (i, r) in readers.into_iter().enumerate() {
+        let (status, body) = r.await.unwrap();
+        if i % 2 == 1 {
+            assert_eq!(status, 206);
+            assert_eq!(body, data[5_000_000..10_000_000]);
+        } else {
+            assert_eq!(status, 200);
+            assert_eq!(body, data);
+        }
+    }
+    assert_eq!(up.hits("GET", &format!("/v2/x/blobs/{digest}")), 1);
+    eventually("the object to appear", || {
+        s3.keys() == vec![blob_key("c", &digest)]
+    })
+    .await;
+}
