@@ -6,6 +6,7 @@
 //! - [`upstream`]: the registry client (auth, token cache, retries).
 //! - [`proxy`]: the cache logic: routing to upstreams, manifests and tags, blob fills.
 //! - [`http`]: router, handlers and middleware over [`proxy::Mirror`].
+//! - [`redirect`]: the redirector's routing decision (client → region → node).
 //! - [`metrics`]: every exported metric.
 //! - [`cache`]: background upkeep: access-time flushes and eviction.
 //! - [`admin`]: the `ferry index` commands.
@@ -21,6 +22,7 @@ pub mod http;
 pub mod metrics;
 pub mod oci;
 pub mod proxy;
+pub mod redirect;
 pub mod upstream;
 
 use std::future::Future;

@@ -4,6 +4,7 @@
 //! `Duration`s, URLs are parsed, names are checked. Errors name the file, the key and
 //! what is wrong, because that is what an operator at 3am needs.
 
+pub mod redirect;
 mod size;
 
 use std::fmt::{self, Write as _};
@@ -253,6 +254,16 @@ impl Ctx<'_> {
         Ok(f)
     }
 
+    /// A TOML syntax or shape error, located by line.
+    fn toml_error(&self, text: &str, e: &toml::de::Error) -> ConfigError {
+        let key = e
+            .span()
+            .and_then(|s| text.get(..s.start))
+            .map(|before| format!("line {}", before.lines().count().max(1)))
+            .unwrap_or_else(|| "(syntax)".into());
+        self.err(key, e.message().to_owned())
+    }
+
     /// A secret given inline (`key`) or read from a file (`key_file`), not both.
     fn secret(
         &self,
@@ -308,14 +319,7 @@ impl Config {
             file,
             base_dir: base_dir.filter(|d| !d.as_os_str().is_empty()),
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let key = e
-                .span()
-                .and_then(|s| text.get(..s.start))
-                .map(|before| format!("line {}", before.lines().count().max(1)))
-                .unwrap_or_else(|| "(syntax)".into());
-            cx.err(key, e.message().to_owned())
-        })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(text, &e))?;
 
         if raw.tls.is_some() {
             return Err(cx.err(

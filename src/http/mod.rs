@@ -4,7 +4,7 @@
 //! reply into a response. Errors travel as [`OciError`]s into one responder, which
 //! also attaches the error to the response so the middleware can log it once.
 
-mod endpoint;
+pub mod endpoint;
 mod handlers;
 
 use std::sync::Arc;
