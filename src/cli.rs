@@ -31,6 +31,12 @@ pub enum Command {
         #[command(subcommand)]
         command: IndexCommand,
     },
+    /// Run the redirector: send each client to the nearest healthy node.
+    Redirect {
+        /// Redirector config file (TOML); see config/redirect.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate a config file and print the effective settings.
     CheckConfig {
         /// The config file to check.

@@ -43,6 +43,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(anyhow::anyhow!("problems found"))
             }
         }
+        Command::Redirect { config: path } => {
+            let config = ferry::config::redirect::RedirectConfig::load(&path)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let stop = shutdown_signal();
+                ferry::redirect::server::serve(config, path, stop).await
+            })?;
+            Ok(())
+        }
         Command::Serve { config } => {
             let config = match config {
                 Some(path) => Config::load(&path)?,

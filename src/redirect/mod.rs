@@ -1,7 +1,6 @@
 //! The redirector's routing decision: client address → region → healthy node, as a
-//! pure function of the config, the request and the nodes' health. The HTTP server,
-//! health probes and reload are not built yet (`ferry redirect` does not exist in
-//! this version).
+//! pure function of the config, the request and the nodes' health. [`server`] puts
+//! it behind HTTP with health probes, `/status`, metrics and reload.
 //!
 //! Rules (DESIGN.md §5):
 //! - blob `GET`/`HEAD` → a healthy, undrained node of the client's region, then of
@@ -18,6 +17,7 @@
 //! copied through, so there is no open redirect and no header injection.
 
 pub mod lpm;
+pub mod server;
 
 use std::net::IpAddr;
 
@@ -27,10 +27,20 @@ use crate::http::endpoint::{Endpoint, EndpointError};
 use crate::oci::{OciError, RepoName};
 use lpm::PrefixTable;
 
+/// Where a redirect sends the client (for metrics and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `config.nodes[i]`.
+    Node(usize),
+    Upstream,
+    Info,
+    Artifacts,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Send the client here (with the configured status).
-    Redirect(String),
+    /// Send the client to the location (with the configured status).
+    Redirect(Target, String),
     /// `GET /v2/`: 200.
     ApiVersion,
     NotFound,
@@ -161,14 +171,17 @@ impl Routing {
 
     /// The node for `key` (a digest or repository name) in the first candidate region
     /// with a healthy, undrained node: the highest weighted rendezvous score wins.
-    pub fn pick_node(&self, region: Option<usize>, key: &str, healthy: &[bool]) -> Option<usize> {
+    pub fn pick_node(
+        &self,
+        region: Option<usize>,
+        key: &str,
+        healthy: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         for r in self.candidate_regions(region) {
             let best = self.by_region[r]
                 .iter()
                 .copied()
-                .filter(|&i| {
-                    healthy.get(i).copied().unwrap_or(false) && !self.config.nodes[i].drain
-                })
+                .filter(|&i| healthy(i) && !self.config.nodes[i].drain)
                 .map(|i| {
                     let node = &self.config.nodes[i];
                     let h = hash(&[key.as_bytes(), node.url.as_str().as_bytes()]);
@@ -191,14 +204,14 @@ impl Routing {
         path: &str,
         query: Option<&str>,
         client: IpAddr,
-        healthy: &[bool],
+        healthy: &dyn Fn(usize) -> bool,
     ) -> Decision {
         if method != "GET" && method != "HEAD" {
             return Decision::MethodNotAllowed;
         }
         if path == "/" {
             return match &self.config.info_url {
-                Some(u) => Decision::Redirect(u.as_str().to_owned()),
+                Some(u) => Decision::Redirect(Target::Info, u.as_str().to_owned()),
                 None => Decision::NotFound,
             };
         }
@@ -227,10 +240,10 @@ impl Routing {
                     .region_of(client)
                     .and_then(|r| a.regions.get(&r))
                     .unwrap_or(&a.default);
-                return Decision::Redirect(format!(
-                    "{}/{rest}",
-                    base.as_str().trim_end_matches('/')
-                ));
+                return Decision::Redirect(
+                    Target::Artifacts,
+                    format!("{}/{rest}", base.as_str().trim_end_matches('/')),
+                );
             }
         }
         Decision::NotFound
@@ -241,7 +254,7 @@ impl Routing {
         rest: &str,
         query: Option<&str>,
         client: IpAddr,
-        healthy: &[bool],
+        healthy: &dyn Fn(usize) -> bool,
     ) -> Decision {
         let endpoint = match Endpoint::parse(rest) {
             Ok(e) => e,
@@ -274,14 +287,17 @@ impl Routing {
         let node = to_node
             .then(|| self.pick_node(self.region_of(client), &key, healthy))
             .flatten();
-        let base = match node {
-            Some(i) => &self.config.nodes[i].url,
-            None => &self.config.upstream,
+        let (target, base) = match node {
+            Some(i) => (Target::Node(i), &self.config.nodes[i].url),
+            None => (Target::Upstream, &self.config.upstream),
         };
-        Decision::Redirect(format!(
-            "{}/v2/{name}/{tail}{query}",
-            base.as_str().trim_end_matches('/')
-        ))
+        Decision::Redirect(
+            target,
+            format!(
+                "{}/v2/{name}/{tail}{query}",
+                base.as_str().trim_end_matches('/')
+            ),
+        )
     }
 
     /// Whether `ip` is covered by a trusted-proxy prefix.

@@ -55,142 +55,132 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-const ALL_UP: [bool; 4] = [true; 4];
+const ALL_UP: &dyn Fn(usize) -> bool = &|_| true;
+
+fn loc(d: Decision) -> Option<String> {
+    match d {
+        Decision::Redirect(_, l) => Some(l),
+        _ => None,
+    }
+}
 
 #[test]
 fn routing_table() {
     let r = routing("");
     let blob = format!("/v2/library/alpine/blobs/{D}");
     let eu = |d: &Decision| match d {
-        Decision::Redirect(l) => {
-            l == &format!("http://eu-1.example:5000{blob}")
-                || l == &format!("http://eu-2.example:5000{blob}")
+        Decision::Redirect(Target::Node(i), l) => {
+            *i < 2
+                && (l == &format!("http://eu-1.example:5000{blob}")
+                    || l == &format!("http://eu-2.example:5000{blob}"))
         }
         _ => false,
     };
-    let redirect = |s: &str| Decision::Redirect(s.to_owned());
+    let redirect = |s: &str| Some(s.to_owned());
     // (method, path, query, client, health) → decision
     let us_blob = redirect(&format!("http://us-1.example:5000{blob}"));
     let upstream_blob = redirect(&format!("https://registry.example{blob}"));
-    assert!(eu(&r.decide(
-        "GET",
-        &blob,
-        None,
-        ip("203.0.113.9"),
-        &ALL_UP
-    )));
+    assert!(eu(&r.decide("GET", &blob, None, ip("203.0.113.9"), ALL_UP)));
     assert!(eu(&r.decide(
         "HEAD",
         &blob,
         None,
         ip("2001:db8:e::1"),
-        &ALL_UP
+        ALL_UP
     )));
     assert_eq!(
-        r.decide("GET", &blob, None, ip("198.51.100.7"), &ALL_UP),
+        loc(r.decide("GET", &blob, None, ip("198.51.100.7"), ALL_UP)),
         us_blob
     );
     // eu nodes down → fallback us; us down too → upstream.
     assert_eq!(
-        r.decide(
-            "GET",
-            &blob,
-            None,
-            ip("203.0.113.9"),
-            &[false, false, true, true]
-        ),
+        loc(r.decide("GET", &blob, None, ip("203.0.113.9"), &|i| i >= 2)),
         us_blob
     );
     assert_eq!(
-        r.decide("GET", &blob, None, ip("203.0.113.9"), &[false; 4]),
-        upstream_blob
+        r.decide("GET", &blob, None, ip("203.0.113.9"), &|_| false),
+        Decision::Redirect(Target::Upstream, upstream_blob.unwrap())
     );
     // ap's only node is drained → its fallback eu.
-    assert!(eu(&r.decide(
-        "GET",
-        &blob,
-        None,
-        ip("192.0.2.200"),
-        &ALL_UP
-    )));
+    assert!(eu(&r.decide("GET", &blob, None, ip("192.0.2.200"), ALL_UP)));
     // Unknown client → default region us.
     assert_eq!(
-        r.decide("GET", &blob, None, ip("8.8.8.8"), &ALL_UP),
+        loc(r.decide("GET", &blob, None, ip("8.8.8.8"), ALL_UP)),
         us_blob
     );
     // Manifests and tags go upstream, with a harmless query kept.
     assert_eq!(
-        r.decide(
+        loc(r.decide(
             "GET",
             "/v2/library/alpine/manifests/3.20",
             None,
             ip("203.0.113.9"),
-            &ALL_UP
-        ),
+            ALL_UP
+        )),
         redirect("https://registry.example/v2/library/alpine/manifests/3.20")
     );
     assert_eq!(
-        r.decide(
+        loc(r.decide(
             "GET",
             "/v2/library/alpine/tags/list",
             Some("n=10&last=3.1"),
             ip("203.0.113.9"),
-            &ALL_UP
-        ),
+            ALL_UP
+        )),
         redirect("https://registry.example/v2/library/alpine/tags/list?n=10&last=3.1")
     );
     assert_eq!(
-        r.decide(
+        loc(r.decide(
             "GET",
             "/v2/library/alpine/tags/list",
             Some("n=1%0d%0aSet-Cookie:x"),
             ip("203.0.113.9"),
-            &ALL_UP
-        ),
+            ALL_UP
+        )),
         redirect("https://registry.example/v2/library/alpine/tags/list"),
         "an unsafe query is dropped"
     );
     assert_eq!(
-        r.decide("GET", "/v2/", None, ip("1.2.3.4"), &ALL_UP),
+        r.decide("GET", "/v2/", None, ip("1.2.3.4"), ALL_UP),
         Decision::ApiVersion
     );
     assert_eq!(
-        r.decide("GET", "/", None, ip("1.2.3.4"), &ALL_UP),
+        loc(r.decide("GET", "/", None, ip("1.2.3.4"), ALL_UP)),
         redirect("https://docs.example/mirror")
     );
     assert_eq!(
-        r.decide("GET", "/favicon.ico", None, ip("1.2.3.4"), &ALL_UP),
+        r.decide("GET", "/favicon.ico", None, ip("1.2.3.4"), ALL_UP),
         Decision::NotFound
     );
     for m in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
         assert_eq!(
-            r.decide(m, &blob, None, ip("1.2.3.4"), &ALL_UP),
+            r.decide(m, &blob, None, ip("1.2.3.4"), ALL_UP),
             Decision::MethodNotAllowed
         );
     }
     assert_eq!(
-        r.decide("GET", "/v2/x/blobs/uploads/", None, ip("1.2.3.4"), &ALL_UP),
+        r.decide("GET", "/v2/x/blobs/uploads/", None, ip("1.2.3.4"), ALL_UP),
         Decision::MethodNotAllowed
     );
     // Artifacts: per-region mirror, else the default.
     assert_eq!(
-        r.decide(
+        loc(r.decide(
             "GET",
             "/binaries/kops/1.30.0/linux/amd64/kops",
             None,
             ip("203.0.113.9"),
-            &ALL_UP
-        ),
+            ALL_UP
+        )),
         redirect("https://eu.artifacts.example/kops/1.30.0/linux/amd64/kops")
     );
     assert_eq!(
-        r.decide(
+        loc(r.decide(
             "GET",
             "/binaries/kops/1.30.0/kops",
             None,
             ip("198.51.100.7"),
-            &ALL_UP
-        ),
+            ALL_UP
+        )),
         redirect("https://artifacts.example/kops/1.30.0/kops")
     );
 }
@@ -205,7 +195,7 @@ fn malformed_requests_never_build_a_location() {
         "/v2/a/blobs/md5:0123",
         "/v2/a/manifests/bad%20tag",
     ] {
-        let d = r.decide("GET", path, None, c, &ALL_UP);
+        let d = r.decide("GET", path, None, c, ALL_UP);
         assert!(matches!(d, Decision::Bad(_)), "{path}: {d:?}");
     }
     for path in [
@@ -216,10 +206,10 @@ fn malformed_requests_never_build_a_location() {
         "/binaries/kops/a\r\nLocation: http://evil",
         "//evil.example/",
     ] {
-        let d = r.decide("GET", path, None, c, &ALL_UP);
-        assert!(!matches!(d, Decision::Redirect(_)), "{path}: {d:?}");
+        let d = r.decide("GET", path, None, c, ALL_UP);
+        assert!(!matches!(d, Decision::Redirect(..)), "{path}: {d:?}");
     }
-    let d = r.decide("GET", &format!("/v2/a/../b/blobs/{D}"), None, c, &ALL_UP);
+    let d = r.decide("GET", &format!("/v2/a/../b/blobs/{D}"), None, c, ALL_UP);
     assert!(matches!(d, Decision::Bad(_)), "{d:?}");
 }
 
@@ -257,16 +247,17 @@ fn a_digest_keeps_its_node_and_weights_spread_load() {
     }
     let r = Routing::new(RedirectConfig::from_toml(&text, "w.toml", None).unwrap()).unwrap();
     let up = [true; 4];
+    let all = |h: [bool; 4]| move |i: usize| h[i];
     let mut counts = [0usize; 4];
     for i in 0..6000 {
         let key = format!("sha256:{i:064x}");
-        let n = r.pick_node(Some(0), &key, &up).unwrap();
-        assert_eq!(r.pick_node(Some(0), &key, &up), Some(n), "stable");
+        let n = r.pick_node(Some(0), &key, &all(up)).unwrap();
+        assert_eq!(r.pick_node(Some(0), &key, &all(up)), Some(n), "stable");
         counts[n] += 1;
         // Taking another node down never moves this digest unless it was on that node.
         let mut down = up;
         down[(n + 1) % 4] = false;
-        assert_eq!(r.pick_node(Some(0), &key, &down), Some(n));
+        assert_eq!(r.pick_node(Some(0), &key, &all(down)), Some(n));
     }
     // Weight 3 of 6: about half the digests.
     assert!((2700..3300).contains(&counts[0]), "{counts:?}");

@@ -38,8 +38,21 @@ impl TestFerry {
         f
     }
 
+    /// Starts ferry listening on `ip` (e.g. 127.0.0.10) with a fresh store.
+    pub async fn start_on(ip: &str, config_body: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut f = Self::start_bound(config_body, &data, &format!("{ip}:0")).await;
+        f._dir = Some(dir);
+        f
+    }
+
     /// Starts ferry on an existing data directory (for restart tests).
     pub async fn start_at(config_body: &str, data: &Path) -> Self {
+        Self::start_bound(config_body, data, "127.0.0.1:0").await
+    }
+
+    async fn start_bound(config_body: &str, data: &Path, bind: &str) -> Self {
         // Top-level keys in `config_body` come before any table; a body with its own
         // [storage] table gets the path added to it.
         let path_line = format!("path = {:?}\n", data.display().to_string());
@@ -51,7 +64,7 @@ impl TestFerry {
         let config = Config::from_toml(&text, "test.toml", None).unwrap();
         let app = ferry::build_app(&config).await.unwrap();
         let metrics = app.metrics.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
