@@ -330,3 +330,12 @@ fn provider_range_files_are_filtered_by_region() {
     assert_eq!(r.region_of(ip("52.94.0.1")), None);
     assert_eq!(r.region_of(ip("34.80.0.1")), None);
 }
+
+#[test]
+fn the_example_config_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redirect.toml");
+    let c = RedirectConfig::load(&path).unwrap();
+    let r = Routing::new(c).unwrap();
+    assert_eq!(r.region_of(ip("203.0.113.1")), Some(0));
+    assert_eq!(r.region_of(ip("192.0.2.1")), Some(1), "default region");
+}
