@@ -6,14 +6,45 @@
 //! addresses (`::ffff:a.b.c.d`) match IPv4 prefixes.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+/// Keys are masked addresses chosen by the operator, not by clients, so a fast
+/// multiply-mix hash (no DoS-resistant SipHash) is safe and several times cheaper.
+#[derive(Default)]
+pub struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64);
+        self.write_u64((n >> 64) as u64);
+    }
+}
+
+type Map<K, T> = HashMap<K, T, BuildHasherDefault<AddrHasher>>;
+
 pub struct PrefixTable<T> {
     /// (prefix length, masked address → value), longest first.
-    v4: Vec<(u8, HashMap<u32, T>)>,
-    v6: Vec<(u8, HashMap<u128, T>)>,
+    v4: Vec<(u8, Map<u32, T>)>,
+    v6: Vec<(u8, Map<u128, T>)>,
     len: usize,
 }
 
@@ -43,11 +74,11 @@ fn mask6(addr: u128, len: u8) -> u128 {
     }
 }
 
-fn slot<K, T>(tables: &mut Vec<(u8, HashMap<K, T>)>, len: u8) -> &mut HashMap<K, T> {
+fn slot<K, T>(tables: &mut Vec<(u8, Map<K, T>)>, len: u8) -> &mut Map<K, T> {
     let i = match tables.binary_search_by(|(l, _)| len.cmp(l)) {
         Ok(i) => i,
         Err(i) => {
-            tables.insert(i, (len, HashMap::new()));
+            tables.insert(i, (len, Map::default()));
             i
         }
     };

@@ -48,9 +48,21 @@ pub struct Fleet {
     pub health: Vec<Arc<NodeHealth>>,
 }
 
+const OUTCOMES: [&str; 8] = [
+    "node",
+    "upstream",
+    "info",
+    "artifacts",
+    "api",
+    "not_found",
+    "method_not_allowed",
+    "bad_request",
+];
+
 struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
+    /// One counter per outcome, resolved once: no label hashing per request.
+    outcomes: [prometheus::IntCounter; 8],
     node_up: IntGaugeVec,
     transitions: IntCounterVec,
     reloads: IntCounterVec,
@@ -85,12 +97,13 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(requests.clone()))?;
+        let outcomes = OUTCOMES.map(|o| requests.with_label_values(&[o]));
         registry.register(Box::new(node_up.clone()))?;
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         Ok(Self {
             registry,
-            requests,
+            outcomes,
             node_up,
             transitions,
             reloads,
@@ -351,17 +364,18 @@ async fn handle(
         .decide(method.as_str(), path, req.uri().query(), client, &|i| {
             fleet.health.get(i).is_some_and(|h| h.is_up())
         });
+    // Indexes into OUTCOMES.
     let outcome = match &decision {
-        Decision::Redirect(Target::Node(_), _) => "node",
-        Decision::Redirect(Target::Upstream, _) => "upstream",
-        Decision::Redirect(Target::Info, _) => "info",
-        Decision::Redirect(Target::Artifacts, _) => "artifacts",
-        Decision::ApiVersion => "api",
-        Decision::NotFound => "not_found",
-        Decision::MethodNotAllowed => "method_not_allowed",
-        Decision::Bad(_) => "bad_request",
+        Decision::Redirect(Target::Node(_), _) => 0,
+        Decision::Redirect(Target::Upstream, _) => 1,
+        Decision::Redirect(Target::Info, _) => 2,
+        Decision::Redirect(Target::Artifacts, _) => 3,
+        Decision::ApiVersion => 4,
+        Decision::NotFound => 5,
+        Decision::MethodNotAllowed => 6,
+        Decision::Bad(_) => 7,
     };
-    r.metrics.requests.with_label_values(&[outcome]).inc();
+    r.metrics.outcomes[outcome].inc();
     let v2 = path.starts_with("/v2");
     match decision {
         Decision::Redirect(_, location) => {
