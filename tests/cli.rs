@@ -138,3 +138,28 @@ fn serve_without_config_runs_the_embedded_default() {
     assert!(dir.path().join("ferry-data/blobs/sha256").is_dir());
     assert!(status.success(), "exit after SIGTERM: {status}");
 }
+
+#[test]
+fn redirect_refuses_a_bad_config_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redirect.toml");
+    std::fs::write(
+        &file,
+        "upstream = \"https://u.example\"\n[[node]]\nurl = \"http://n\"\nregion = \"atlantis\"\n",
+    )
+    .unwrap();
+    let out = Command::new(FERRY)
+        .args(["redirect", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&file.display().to_string())
+            && err.contains("node[0].region")
+            && err.contains("atlantis"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -79,6 +79,23 @@ async fn until(what: &str, within: Duration, mut cond: impl AsyncFnMut() -> bool
     }
 }
 
+/// Two nodes on `ips` (regions a and b) in front of `reg`, and a redirector once
+/// both are up.
+async fn fleet(reg: &Registry, ips: [&str; 2]) -> (TestFerry, TestFerry, Front) {
+    let node_cfg = format!(
+        "[[upstream]]\nname = \"up\"\nurl = \"{}\"\ndefault = true\n",
+        reg.url
+    );
+    let a = TestFerry::start_on(ips[0], &node_cfg).await;
+    let b = TestFerry::start_on(ips[1], &node_cfg).await;
+    let f = front(&config_text(&reg.url, &a.url, &b.url, "")).await;
+    until("both nodes up", Duration::from_secs(5), async || {
+        nodes_up(&f).await == 2
+    })
+    .await;
+    (a, b, f)
+}
+
 async fn nodes_up(f: &Front) -> usize {
     let status: serde_json::Value = reqwest::get(format!("{}/status", f.url))
         .await
@@ -99,17 +116,7 @@ async fn clients_land_on_their_region_and_fail_over() {
     let reg = Registry::start().await;
     let image = Image::random(&[1 << 20]);
     reg.push(&image, "team/app", "v1");
-    let node_cfg = format!(
-        "[[upstream]]\nname = \"up\"\nurl = \"{}\"\ndefault = true\n",
-        reg.url
-    );
-    let a = TestFerry::start_on("127.0.0.10", &node_cfg).await;
-    let b = TestFerry::start_on("127.0.0.11", &node_cfg).await;
-    let f = front(&config_text(&reg.url, &a.url, &b.url, "")).await;
-    until("both nodes up", Duration::from_secs(5), async || {
-        nodes_up(&f).await == 2
-    })
-    .await;
+    let (a, b, f) = fleet(&reg, ["127.0.0.10", "127.0.0.11"]).await;
 
     let layer = &image.layers[0].digest;
     let blob = format!("{}/v2/team/app/blobs/{layer}", f.url);
@@ -211,17 +218,7 @@ async fn clients_land_on_their_region_and_fail_over() {
 #[tokio::test]
 async fn reload_applies_a_good_config_and_keeps_the_old_on_a_bad_one() {
     let reg = Registry::start().await;
-    let node_cfg = format!(
-        "[[upstream]]\nname = \"up\"\nurl = \"{}\"\ndefault = true\n",
-        reg.url
-    );
-    let a = TestFerry::start_on("127.0.0.12", &node_cfg).await;
-    let b = TestFerry::start_on("127.0.0.13", &node_cfg).await;
-    let f = front(&config_text(&reg.url, &a.url, &b.url, "")).await;
-    until("both nodes up", Duration::from_secs(5), async || {
-        nodes_up(&f).await == 2
-    })
-    .await;
+    let (a, b, f) = fleet(&reg, ["127.0.0.12", "127.0.0.13"]).await;
     let from_a = client_from("127.0.0.2");
     let blob = format!("{}/v2/x/blobs/sha256:{}", f.url, "a".repeat(64));
     assert!(location(&from_a, &blob).await.starts_with(&a.url));

@@ -297,15 +297,21 @@ impl Ctx<'_> {
     }
 }
 
+/// A config file's name (for messages) and text.
+fn read_file(path: &Path) -> Result<(String, String), ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        key: "(file)".into(),
+        message: format!("cannot read: {e}"),
+    })?;
+    Ok((file, text))
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            key: "(file)".into(),
-            message: format!("cannot read: {e}"),
-        })?;
+        let (file, text) = read_file(path)?;
         Self::from_toml(&text, &file, path.parent())
     }
 

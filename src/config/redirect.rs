@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use url::Url;
 
-use super::{ConfigError, Ctx};
+use super::{read_file, ConfigError, Ctx};
 
 #[derive(Debug, Clone)]
 pub struct RedirectConfig {
@@ -217,12 +217,7 @@ fn load_ranges(
 
 impl RedirectConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            key: "(file)".into(),
-            message: format!("cannot read: {e}"),
-        })?;
+        let (file, text) = read_file(path)?;
         Self::from_toml(&text, &file, path.parent())
     }
 
