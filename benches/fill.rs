@@ -16,11 +16,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferry_storage::{BlobStore, Digest, FsStore, Verifier};
-use futures_util::StreamExt;
 
 mod common;
 
-use common::{blob, SIZE};
+use common::{blob, fan_out, SIZE};
 
 fn verify(c: &mut Criterion) {
     let data = blob();
@@ -134,24 +133,7 @@ fn cold_fill(c: &mut Criterion) {
                         let server = tokio::spawn(ferry::run(l, app.router, std::future::pending()));
                         let url = format!("http://{addr}/v2/bench/blobs/{digest}");
                         let before = up.gets.load(Ordering::Relaxed);
-                        let start = Instant::now();
-                        let tasks: Vec<_> = (0..clients)
-                            .map(|_| {
-                                let (client, url) = (client.clone(), url.clone());
-                                tokio::spawn(async move {
-                                    let mut s = client.get(&url).send().await.unwrap().bytes_stream();
-                                    let mut n = 0;
-                                    while let Some(c) = s.next().await {
-                                        n += c.unwrap().len();
-                                    }
-                                    n
-                                })
-                            })
-                            .collect();
-                        for t in tasks {
-                            assert_eq!(t.await.unwrap(), SIZE);
-                        }
-                        total += start.elapsed();
+                        total += fan_out(&client, &url, clients).await;
                         assert_eq!(up.gets.load(Ordering::Relaxed) - before, 1, "one upstream GET per cold blob");
                         server.abort();
                     }

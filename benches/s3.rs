@@ -8,17 +8,16 @@
 //!   answered with a presigned 307 (reported as requests per second).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferry_storage::s3_testing::{S3Server, ACCESS_KEY, SECRET_KEY};
 use ferry_storage::{BlobStore, Digest};
-use futures_util::StreamExt;
 
 mod common;
 
-use common::{blob, SIZE};
+use common::{blob, fan_out, SIZE};
 
 /// A node serving `storage` (a `[storage]` body without `path`) with `data` cached.
 async fn node(storage: &str, dir: &std::path::Path, data: &Bytes) -> String {
@@ -42,30 +41,6 @@ async fn node(storage: &str, dir: &std::path::Path, data: &Bytes) -> String {
     let addr = l.local_addr().unwrap();
     tokio::spawn(ferry::run(l, app.router, std::future::pending()));
     format!("http://{addr}/v2/bench/blobs/{digest}")
-}
-
-/// `clients` concurrent GETs of `url`; total time for all of them.
-async fn fan_out(client: &reqwest::Client, url: &str, clients: usize) -> Duration {
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.to_owned());
-            tokio::spawn(async move {
-                let resp = client.get(&url).send().await.unwrap();
-                assert_eq!(resp.status(), 200);
-                let mut s = resp.bytes_stream();
-                let mut n = 0;
-                while let Some(c) = s.next().await {
-                    n += c.unwrap().len();
-                }
-                n
-            })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), SIZE);
-    }
-    start.elapsed()
 }
 
 fn s3_backend(c: &mut Criterion) {
