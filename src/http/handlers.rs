@@ -12,17 +12,22 @@ use crate::proxy::{BlobReply, ManifestReply};
 
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
 
+/// `200 {}` with `Docker-Distribution-API-Version`: the answer to `GET /v2/`.
+pub fn api_version_response() -> Response {
+    let mut r = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        "{}",
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+    r
+}
+
 pub async fn v2_base(method: Method) -> Response {
     let mut resp = if method == Method::GET || method == Method::HEAD {
-        let mut r = (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            "{}",
-        )
-            .into_response();
-        r.headers_mut()
-            .insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
-        r
+        api_version_response()
     } else {
         unsupported(&method).into_response()
     };

@@ -7,6 +7,8 @@
 pub mod endpoint;
 mod handlers;
 
+pub use handlers::api_version_response;
+
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -54,6 +54,10 @@ pub struct Routing {
     trusted: PrefixTable<()>,
     /// Node indexes by region.
     by_region: Vec<Vec<usize>>,
+    /// Per region: itself, its fallbacks, then the default region, each once.
+    candidates: Vec<Vec<usize>>,
+    /// For clients in no region: the default region, if any.
+    default_candidates: Vec<usize>,
 }
 
 /// 64-bit FNV-1a, then a finaliser: stable across runs and platforms (the choice of
@@ -110,11 +114,25 @@ impl Routing {
         for (i, n) in config.nodes.iter().enumerate() {
             by_region[n.region].push(i);
         }
+        let default_candidates: Vec<usize> = config.default_region.into_iter().collect();
+        let candidates = (0..config.regions.len())
+            .map(|r| {
+                let mut order = vec![r];
+                for &c in config.regions[r].fallback.iter().chain(&default_candidates) {
+                    if !order.contains(&c) {
+                        order.push(c);
+                    }
+                }
+                order
+            })
+            .collect();
         Ok(Self {
             config,
             regions,
             trusted,
             by_region,
+            candidates,
+            default_candidates,
         })
     }
 
@@ -152,23 +170,6 @@ impl Routing {
             .or(self.config.default_region)
     }
 
-    /// The region, then its fallbacks, then the default region, each once.
-    fn candidate_regions(&self, region: Option<usize>) -> Vec<usize> {
-        let mut out = Vec::new();
-        if let Some(r) = region {
-            out.push(r);
-            out.extend(self.config.regions[r].fallback.iter().copied());
-        }
-        out.extend(self.config.default_region);
-        let mut seen = Vec::new();
-        out.retain(|r| {
-            let new = !seen.contains(r);
-            seen.push(*r);
-            new
-        });
-        out
-    }
-
     /// The node for `key` (a digest or repository name) in the first candidate region
     /// with a healthy, undrained node: the highest weighted rendezvous score wins.
     pub fn pick_node(
@@ -177,7 +178,11 @@ impl Routing {
         key: &str,
         healthy: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
-        for r in self.candidate_regions(region) {
+        let order = match region {
+            Some(r) => &self.candidates[r],
+            None => &self.default_candidates,
+        };
+        for &r in order {
             let best = self.by_region[r]
                 .iter()
                 .copied()
@@ -298,11 +303,6 @@ impl Routing {
                 base.as_str().trim_end_matches('/')
             ),
         )
-    }
-
-    /// Whether `ip` is covered by a trusted-proxy prefix.
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.lookup(ip).is_some()
     }
 
     /// The configured prefixes, for `/status`.

@@ -388,29 +388,14 @@ async fn handle(
             resp.headers_mut().insert(header::LOCATION, location);
             resp
         }
-        Decision::ApiVersion => {
-            let mut resp = Response::new(Body::from("{}"));
-            let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            h.insert(
-                "docker-distribution-api-version",
-                HeaderValue::from_static("registry/2.0"),
-            );
-            resp
-        }
+        Decision::ApiVersion => crate::http::api_version_response(),
         Decision::Bad(e) => crate::http::error_response(e),
         Decision::NotFound if v2 => oci_error(ErrorCode::NameUnknown, "not found"),
-        Decision::MethodNotAllowed if v2 => {
-            let mut resp = oci_error(
-                ErrorCode::Unsupported,
-                "the redirector only answers GET and HEAD",
-            );
-            *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            resp
-        }
+        // UNSUPPORTED is a 405.
+        Decision::MethodNotAllowed if v2 => oci_error(
+            ErrorCode::Unsupported,
+            "the redirector only answers GET and HEAD",
+        ),
         Decision::NotFound => {
             let mut resp = Response::new(Body::from("not found\n"));
             *resp.status_mut() = StatusCode::NOT_FOUND;

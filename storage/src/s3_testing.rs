@@ -181,8 +181,8 @@ impl FaultProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let upstream = ("127.0.0.1", server.port);
-        let spoiled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = spoiled.clone();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut conn, _)) = listener.accept().await else {
@@ -221,7 +221,7 @@ impl FaultProxy {
         });
         Self {
             endpoint,
-            accepted: spoiled,
+            accepted,
             task,
         }
     }
