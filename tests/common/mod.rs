@@ -183,13 +183,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use ferry_storage::s3_testing::unused_port as free_port;
 
 pub fn have(cmd: &str) -> bool {
     std::process::Command::new("sh")
