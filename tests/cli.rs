@@ -85,6 +85,30 @@ fn check_config_names_file_and_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
 }
 
+/// One HTTP/1.1 GET on a fresh connection: the whole response, or None when
+/// nothing answers.
+fn raw_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    Some(r)
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
 #[test]
 fn serve_without_config_runs_the_embedded_default() {
     // The embedded default listens on 127.0.0.1:5000 and stores under ./ferry-data.
@@ -103,16 +127,7 @@ fn serve_without_config_runs_the_embedded_default() {
             std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
             panic!("ferry serve exited with {status}: {err}");
         }
-        let resp = std::net::TcpStream::connect("127.0.0.1:5000")
-            .ok()
-            .and_then(|mut s| {
-                use std::io::{Read, Write};
-                s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    .ok()?;
-                let mut r = String::new();
-                s.read_to_string(&mut r).ok()?;
-                Some(r)
-            });
+        let resp = raw_get("127.0.0.1:5000", "/v2/");
         if let Some(r) = resp {
             break r;
         }
@@ -123,11 +138,7 @@ fn serve_without_config_runs_the_embedded_default() {
         std::thread::sleep(Duration::from_millis(100));
     };
     // Stop it with SIGTERM, as an init system would, and expect a clean exit.
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    signal(&child, "TERM");
     let status = child.wait().unwrap();
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     assert!(
@@ -162,4 +173,75 @@ fn redirect_refuses_a_bad_config_naming_file_and_key() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn redirect_reloads_on_sighup_and_keeps_the_old_config_on_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redirect.toml");
+    let addr = format!("127.0.0.1:{}", ferry_storage::s3_testing::unused_port());
+    let config = |info: &str| {
+        format!(
+            "listen = \"{addr}\"\nupstream = \"http://127.0.0.1:9\"\ninfo_url = \"{info}\"\n\
+             [[region]]\nname = \"r\"\ncidrs = [\"10.0.0.0/8\"]\n"
+        )
+    };
+    std::fs::write(&file, config("http://first.example/")).unwrap();
+    let log = dir.path().join("log");
+    let mut child = Command::new(FERRY)
+        .args(["redirect", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The Location that `GET /` answers with, waiting up to 20 s for `want`.
+    let info_url = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = raw_get(&addr, "/").and_then(|r| {
+                r.lines()
+                    .find_map(|l| l.strip_prefix("location: ").map(str::to_owned))
+            });
+            if got.as_deref() == Some(want) || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let first = info_url("http://first.example/");
+    assert_eq!(first.as_deref(), Some("http://first.example/"));
+
+    std::fs::write(&file, config("http://second.example/")).unwrap();
+    signal(&child, "HUP");
+    assert_eq!(
+        info_url("http://second.example/").as_deref(),
+        Some("http://second.example/")
+    );
+
+    // A broken file: logged, and the running config stays.
+    std::fs::write(&file, "upstream = 5\n").unwrap();
+    signal(&child, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("reload rejected")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no log line for the rejected reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        info_url("http://second.example/").as_deref(),
+        Some("http://second.example/")
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(&file.display().to_string()), "{text}");
+
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}\n{text}");
 }

@@ -51,13 +51,15 @@ impl Endpoint {
                 return Ok(Self::Upload);
             }
         }
-        let (name, kind, last) = ["/manifests/", "/blobs/", "/referrers/"]
+        // The reference or digest is the last segment; the separator ends right
+        // before it.
+        let split = rest.rfind('/').ok_or(EndpointError::NotFound)?;
+        let (head, last) = (&rest[..=split], &rest[split + 1..]);
+        let (name, kind) = ["/manifests/", "/blobs/", "/referrers/"]
             .iter()
-            .filter_map(|sep| rest.rsplit_once(sep).map(|(n, l)| (n, *sep, l)))
-            // The separator nearest the end is the real one.
-            .min_by_key(|(_, _, last)| last.len())
+            .find_map(|sep| head.strip_suffix(sep).map(|n| (n, *sep)))
             .ok_or(EndpointError::NotFound)?;
-        if name.is_empty() || last.is_empty() || last.contains('/') {
+        if name.is_empty() || last.is_empty() {
             return Err(EndpointError::NotFound);
         }
         let name = name.to_owned();

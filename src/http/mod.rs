@@ -6,6 +6,7 @@
 
 pub mod endpoint;
 mod handlers;
+pub mod serve;
 
 pub use handlers::api_version_response;
 

@@ -21,6 +21,12 @@ pub enum NameError {
 
 impl RepoName {
     pub fn parse(s: &str) -> Result<Self, NameError> {
+        Self::validate(s)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// Checks `s` the way [`RepoName::parse`] does, without keeping it.
+    pub fn validate(s: &str) -> Result<(), NameError> {
         if s.is_empty() {
             return Err(NameError::Empty);
         }
@@ -32,7 +38,7 @@ impl RepoName {
                 return Err(NameError::BadComponent(comp.chars().take(64).collect()));
             }
         }
-        Ok(Self(s.to_owned()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {

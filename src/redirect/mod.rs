@@ -19,6 +19,7 @@
 pub mod lpm;
 pub mod server;
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use crate::config::redirect::RedirectConfig;
@@ -266,43 +267,46 @@ impl Routing {
             Err(EndpointError::NotFound) => return Decision::NotFound,
             Err(EndpointError::Bad(e)) => return Decision::Bad(e),
         };
-        let (name, tail, key) = match &endpoint {
+        // The rendezvous key: the digest for blobs (each blob keeps its node), the
+        // repository otherwise.
+        let (name, key) = match &endpoint {
             Endpoint::Base => return Decision::ApiVersion,
             Endpoint::Upload => return Decision::MethodNotAllowed,
-            Endpoint::Blob { name, digest } => {
-                (name, format!("blobs/{digest}"), digest.to_string())
-            }
-            Endpoint::Manifest { name, reference } => {
-                (name, format!("manifests/{reference}"), name.clone())
-            }
-            Endpoint::Tags { name } => (name, "tags/list".to_owned(), name.clone()),
-            Endpoint::Referrers { name, digest } => {
-                (name, format!("referrers/{digest}"), name.clone())
-            }
+            Endpoint::Blob { name, digest } => (name, digest.hex()),
+            Endpoint::Manifest { name, .. }
+            | Endpoint::Tags { name }
+            | Endpoint::Referrers { name, .. } => (name, name.as_str()),
         };
-        let name = match RepoName::parse(name) {
-            Ok(n) => n,
-            Err(e) => return Decision::Bad(e.into()),
-        };
-        let query = query
-            .filter(|q| safe_query(q))
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
+        if let Err(e) = RepoName::validate(name) {
+            return Decision::Bad(e.into());
+        }
         let to_node = matches!(endpoint, Endpoint::Blob { .. }) || self.config.manifests_to_nodes;
         let node = to_node
-            .then(|| self.pick_node(self.region_of(client), &key, healthy))
+            .then(|| self.pick_node(self.region_of(client), key, healthy))
             .flatten();
         let (target, base) = match node {
             Some(i) => (Target::Node(i), &self.config.nodes[i].url),
             None => (Target::Upstream, &self.config.upstream),
         };
-        Decision::Redirect(
-            target,
-            format!(
-                "{}/v2/{name}/{tail}{query}",
-                base.as_str().trim_end_matches('/')
-            ),
-        )
+        // One allocation: base, then the path rebuilt from the validated parts.
+        let base = base.as_str().trim_end_matches('/');
+        let query = query.filter(|q| safe_query(q));
+        let mut location =
+            String::with_capacity(base.len() + name.len() + 96 + query.map_or(0, str::len));
+        location.push_str(base);
+        location.push_str("/v2/");
+        location.push_str(name);
+        let _ = match &endpoint {
+            Endpoint::Blob { digest, .. } => write!(location, "/blobs/{digest}"),
+            Endpoint::Manifest { reference, .. } => write!(location, "/manifests/{reference}"),
+            Endpoint::Referrers { digest, .. } => write!(location, "/referrers/{digest}"),
+            _ => write!(location, "/tags/list"),
+        };
+        if let Some(q) = query {
+            location.push('?');
+            location.push_str(q);
+        }
+        Decision::Redirect(target, location)
     }
 
     /// The configured prefixes, for `/status`.

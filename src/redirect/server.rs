@@ -14,10 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use axum::Router;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::{Decision, Routing, Target};
@@ -323,11 +322,17 @@ fn oci_error(code: ErrorCode, message: &str) -> Response {
     crate::http::error_response(OciError::new(code, message))
 }
 
-async fn handle(
-    State(r): State<Arc<Redirector>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
+/// The redirector as a connection handler.
+#[derive(Clone)]
+struct Handler(Arc<Redirector>);
+
+impl crate::http::serve::Handler for Handler {
+    async fn call(&self, peer: SocketAddr, req: Request) -> Response {
+        handle(&self.0, peer, &req)
+    }
+}
+
+fn handle(r: &Redirector, peer: SocketAddr, req: &Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path();
     let get = method == Method::GET || method == Method::HEAD;
@@ -379,7 +384,7 @@ async fn handle(
     let v2 = path.starts_with("/v2");
     match decision {
         Decision::Redirect(_, location) => {
-            let Ok(location) = HeaderValue::from_str(&location) else {
+            let Ok(location) = HeaderValue::from_maybe_shared(bytes::Bytes::from(location)) else {
                 return oci_error(ErrorCode::Unknown, "cannot build a redirect");
             };
             let mut resp = Response::new(Body::empty());
@@ -411,21 +416,20 @@ async fn handle(
     }
 }
 
-pub fn router(r: Arc<Redirector>) -> Router {
-    Router::new().fallback(handle).with_state(r)
-}
-
-/// Serves on `listener` until `shutdown`.
+/// Serves on `listener` until `shutdown`, with one worker thread per CPU: a
+/// redirect is a few microseconds of CPU and no I/O, so each connection stays on
+/// the thread that accepted it.
 pub async fn run(
     listener: tokio::net::TcpListener,
     r: Arc<Redirector>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RedirectError> {
-    axum::serve(
+    crate::http::serve::serve_on_workers(
         listener,
-        router(r).into_make_service_with_connect_info::<SocketAddr>(),
+        Handler(r),
+        crate::http::serve::default_workers(),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
     .map_err(RedirectError::Serve)
 }
