@@ -130,7 +130,7 @@ fn cold_fill(c: &mut Criterion) {
                         let app = ferry::build_app(&config).await.unwrap();
                         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                         let addr = l.local_addr().unwrap();
-                        let server = tokio::spawn(ferry::run(l, app.router, std::future::pending()));
+                        let server = tokio::spawn(ferry::run_app(l, app, std::future::pending()));
                         let url = format!("http://{addr}/v2/bench/blobs/{digest}");
                         let before = up.gets.load(Ordering::Relaxed);
                         total += fan_out(&client, &url, clients).await;

@@ -39,7 +39,7 @@ async fn node(storage: &str, dir: &std::path::Path, data: &Bytes) -> String {
     w.commit().await.unwrap();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(ferry::run(l, app.router, std::future::pending()));
+    tokio::spawn(ferry::run_app(l, app, std::future::pending()));
     format!("http://{addr}/v2/bench/blobs/{digest}")
 }
 

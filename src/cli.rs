@@ -36,6 +36,18 @@ pub enum Command {
         /// Redirector config file (TOML); see config/redirect.toml.
         #[arg(long, short)]
         config: PathBuf,
+        /// Validate the file (and its range files) and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Exit 0 when URL answers 2xx within 5 s (a container health check that needs
+    /// no curl in the image).
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:5000/readyz")]
+        url: String,
+        /// Accept any TLS certificate (the probe runs beside the server it checks).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Validate a config file and print the effective settings.
     CheckConfig {

@@ -10,10 +10,12 @@
 //! - [`metrics`]: every exported metric.
 //! - [`cache`]: background upkeep: access-time flushes and eviction.
 //! - [`admin`]: the `ferry index` commands.
+//! - [`access`]: per-request notes (upstream, cache result) for the access log.
 //! - `ferry_storage` (crate `storage/`): blob stores, the RocksDB index, eviction; no HTTP.
 //!
 //! Dependencies point one way: `http` → `proxy` → (`upstream`, `ferry_storage`) → `oci`.
 
+pub mod access;
 pub mod admin;
 pub mod cache;
 pub mod cli;
@@ -27,6 +29,7 @@ pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use ferry_storage::{
@@ -53,13 +56,15 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("server error: {0}")]
-    Serve(std::io::Error),
+    #[error(transparent)]
+    Server(#[from] http::serve::ServerError),
 }
 
 /// A built node: its router plus handles that tests and the binary use.
 pub struct App {
     pub router: Router,
+    /// TLS, limits and access log, from `[tls]`, `[limits]`, `[log]`.
+    pub server: Arc<http::serve::Server>,
     pub mirror: Arc<Mirror>,
     pub metrics: Arc<Metrics>,
     pub store: Arc<IndexedStore>,
@@ -106,10 +111,16 @@ pub async fn build_app(config: &Config) -> Result<App, StartError> {
     let router = http::router(http::AppState {
         mirror: mirror.clone(),
         metrics: metrics.clone(),
+        auth: config
+            .auth
+            .clone()
+            .map(|a| Arc::new(http::auth::Auth::new(a))),
     });
     let maintenance = cache::Maintenance::spawn(store.clone(), metrics.clone());
+    let server = http::serve::Server::new(&config.server, metrics.registry())?;
     Ok(App {
         router,
+        server,
         mirror,
         metrics,
         store,
@@ -150,28 +161,64 @@ pub async fn open_backend(
     }
 }
 
-/// Serves a built node until `shutdown`, then drains connections and stops its
-/// background work (with a last flush of the index).
+/// The node's router as a connection handler; the peer address is available to
+/// handlers as `ConnectInfo<SocketAddr>`.
+#[derive(Clone)]
+struct RouterHandler(Router);
+
+impl http::serve::Handler for RouterHandler {
+    async fn call(
+        &self,
+        peer: std::net::SocketAddr,
+        mut req: axum::extract::Request,
+    ) -> axum::response::Response {
+        use tower::ServiceExt as _;
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        match self.0.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// Serves a built node until `shutdown`; then stops accepting, lets open requests
+/// finish and fills in flight complete (both within `limits.shutdown_grace`), and
+/// stops its background work with a last flush of the index.
 pub async fn run_app(
     listener: TcpListener,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let result = run(listener, app.router, shutdown).await;
+    let grace = app.server.shutdown_grace();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serving = app
+        .server
+        .clone()
+        .serve(listener, RouterHandler(app.router), stop_rx);
+    let mut serving = std::pin::pin!(serving);
+    tokio::select! {
+        () = &mut serving => {}
+        () = shutdown => {
+            let deadline = tokio::time::Instant::now() + grace;
+            let _ = stop_tx.send(true);
+            if tokio::time::timeout_at(deadline, &mut serving).await.is_err() {
+                tracing::warn!(?grace, "requests still open after the grace period; closing them");
+            }
+            // Fills outlive the requests that started them: give them the rest of
+            // the grace period to verify and commit. One cut short leaves only a temp
+            // file, which the next start removes.
+            while app.mirror.fills_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let left = app.mirror.fills_in_flight();
+            if left > 0 {
+                tracing::warn!(fills = left, "fills still running after the grace period; abandoning them");
+            }
+        }
+    }
     app.maintenance.shutdown().await;
-    result
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then drains connections.
-pub async fn run(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(StartError::Serve)
+    Ok(())
 }
 
 /// `ferry serve`: bind, build, run.
@@ -189,8 +236,21 @@ pub async fn serve(
     tracing::info!(
         listen = %config.listen,
         storage = %config.storage.location(),
+        tls = app.server.is_tls(),
         upstreams = ?config.upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
         "ferry mirror serving"
     );
+    #[cfg(unix)]
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let server = Arc::downgrade(&app.server);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let Some(server) = server.upgrade() else {
+                    return;
+                };
+                let _ = tokio::task::spawn_blocking(move || server.reload_tls()).await;
+            }
+        });
+    }
     run_app(listener, app, shutdown).await
 }

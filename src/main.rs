@@ -2,17 +2,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ferry::cli::{Cli, Command};
+use ferry::config::server::{LogConfig, LogFormat};
 use ferry::config::Config;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -22,8 +17,42 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr as `[log]` says; `RUST_LOG` overrides the level.
+fn init_logging(log: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Redirect { .. }
+    ) {
+        init_logging(&LogConfig::default());
+    }
     match cli.command {
+        Command::Probe { url, insecure } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let client = reqwest::Client::builder()
+                    .no_proxy()
+                    .danger_accept_invalid_certs(insecure)
+                    .timeout(std::time::Duration::from_secs(5))
+                    .build()?;
+                let status = client.get(&url).send().await?.status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("{url} answered {status}"))
+                }
+            })
+        }
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
             print!("{}", config.render());
@@ -43,12 +72,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(anyhow::anyhow!("problems found"))
             }
         }
-        Command::Redirect { config: path } => {
+        Command::Redirect {
+            config: path,
+            check,
+        } => {
             let config = ferry::config::redirect::RedirectConfig::load(&path)?;
+            if check {
+                // The routing table has its own checks (a prefix in two regions).
+                ferry::redirect::Routing::new(config.clone())?;
+                println!(
+                    "{}: ok ({} regions, {} nodes)",
+                    path.display(),
+                    config.regions.len(),
+                    config.nodes.len()
+                );
+                return Ok(());
+            }
+            init_logging(&config.server.log);
+            let grace = config.server.limits.shutdown_grace;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
-                let stop = shutdown_signal();
-                ferry::redirect::server::serve(config, path, stop).await
+                let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+                let server = ferry::redirect::server::serve(config, path, async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                });
+                let mut server = std::pin::pin!(server);
+                tokio::select! {
+                    result = &mut server => result,
+                    () = shutdown_signal() => {
+                        let _ = stop_tx.send(true);
+                        tokio::time::timeout(grace, server).await.unwrap_or(Ok(()))
+                    }
+                }
             })?;
             Ok(())
         }
@@ -57,34 +112,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(path) => Config::load(&path)?,
                 None => Config::embedded_default()?,
             };
+            init_logging(&config.server.log);
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(serve_until_signal(config))?;
+            rt.block_on(ferry::serve(config, shutdown_signal()))?;
             Ok(())
-        }
-    }
-}
-
-/// How long open connections may take to finish after SIGTERM before ferry exits anyway.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Serves until SIGINT/SIGTERM, then drains connections for at most [`SHUTDOWN_GRACE`].
-async fn serve_until_signal(config: Config) -> Result<(), ferry::StartError> {
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = ferry::serve(config, async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    });
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result,
-        () = shutdown_signal() => {
-            let _ = stop_tx.send(true);
-            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; exiting");
-                    Ok(())
-                }
-            }
         }
     }
 }

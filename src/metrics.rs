@@ -35,6 +35,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Where other parts (the HTTP server's limits) register their metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let counter =
@@ -147,7 +152,9 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
-    pub fn cache(&self, kind: &str, result: &str) {
+    /// Counts a cache lookup, and notes its result for the request's access log.
+    pub fn cache(&self, kind: &str, result: &'static str) {
         self.cache_lookups.with_label_values(&[kind, result]).inc();
+        crate::access::cache(result);
     }
 }

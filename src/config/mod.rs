@@ -4,7 +4,9 @@
 //! `Duration`s, URLs are parsed, names are checked. Errors name the file, the key and
 //! what is wrong, because that is what an operator at 3am needs.
 
+pub mod auth;
 pub mod redirect;
+pub mod server;
 mod size;
 
 use std::fmt::{self, Write as _};
@@ -40,6 +42,10 @@ pub struct Config {
     pub manifest_cache_size: u64,
     pub storage: StorageConfig,
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[tls]`, `[limits]`, `[log]`.
+    pub server: server::ServerOptions,
+    /// `[auth]`: `None` lets everyone pull.
+    pub auth: Option<auth::AuthConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +110,11 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub retries: u32,
+    /// Requests this node keeps open to the upstream at once (a body being read
+    /// counts); more wait, then get 429.
+    pub max_concurrency: u32,
+    /// How long a request waits for one of those before the client gets 429.
+    pub queue_timeout: Duration,
 }
 
 impl UpstreamConfig {
@@ -133,7 +144,10 @@ struct RawConfig {
     storage: Option<RawStorage>,
     #[serde(default, rename = "upstream")]
     upstreams: Vec<RawUpstream>,
-    tls: Option<toml::Value>,
+    tls: Option<server::RawTls>,
+    limits: Option<server::RawLimits>,
+    log: Option<server::RawLog>,
+    auth: Option<auth::RawAuth>,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +193,8 @@ struct RawUpstream {
     connect_timeout: Option<String>,
     read_timeout: Option<String>,
     retries: Option<u32>,
+    max_concurrency: Option<u32>,
+    queue_timeout: Option<String>,
 }
 
 // ---- validation ---------------------------------------------------------------------
@@ -327,12 +343,7 @@ impl Config {
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(text, &e))?;
 
-        if raw.tls.is_some() {
-            return Err(cx.err(
-                "tls",
-                "TLS is not implemented in this version of ferry; terminate TLS in front of it",
-            ));
-        }
+        let server = server::validate(&cx, raw.tls, raw.limits, raw.log)?;
         let listen_s = raw.listen.as_deref().unwrap_or("127.0.0.1:5000");
         let listen = listen_s.parse().map_err(|_| {
             cx.err(
@@ -380,6 +391,12 @@ impl Config {
             ));
         }
 
+        let names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+        let auth = raw
+            .auth
+            .map(|a| auth::validate(&cx, a, &names))
+            .transpose()?;
+
         Ok(Config {
             source: file.to_owned(),
             listen,
@@ -387,6 +404,8 @@ impl Config {
             manifest_cache_size,
             storage,
             upstreams,
+            server,
+            auth,
         })
     }
 
@@ -458,11 +477,13 @@ impl Config {
             }
             let _ = writeln!(
                 out,
-                "manifest_ttl = {:?}\nconnect_timeout = {:?}\nread_timeout = {:?}\nretries = {}",
+                "manifest_ttl = {:?}\nconnect_timeout = {:?}\nread_timeout = {:?}\nretries = {}\nmax_concurrency = {}\nqueue_timeout = {:?}",
                 humantime::format_duration(u.manifest_ttl).to_string(),
                 humantime::format_duration(u.connect_timeout).to_string(),
                 humantime::format_duration(u.read_timeout).to_string(),
-                u.retries
+                u.retries,
+                u.max_concurrency,
+                humantime::format_duration(u.queue_timeout).to_string()
             );
         }
         out
@@ -761,6 +782,10 @@ fn validate_upstream(
     if retries > 10 {
         return Err(cx.err(key("retries"), format!("{retries} is more than 10")));
     }
+    let max_concurrency = u.max_concurrency.unwrap_or(64);
+    if !(1..=4096).contains(&max_concurrency) {
+        return Err(cx.err(key("max_concurrency"), "must be 1 to 4096"));
+    }
     Ok(UpstreamConfig {
         name,
         url,
@@ -780,6 +805,12 @@ fn validate_upstream(
             Duration::from_secs(60),
         )?,
         retries,
+        max_concurrency,
+        queue_timeout: cx.duration(
+            &key("queue_timeout"),
+            u.queue_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
     })
 }
 

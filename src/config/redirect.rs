@@ -32,6 +32,8 @@ pub struct RedirectConfig {
     pub nodes: Vec<Node>,
     pub health: Health,
     pub artifacts: Vec<Artifacts>,
+    /// `[tls]`, `[limits]`, `[log]`.
+    pub server: super::server::ServerOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +90,9 @@ struct Raw {
     health: Option<RawHealth>,
     #[serde(default)]
     artifacts: Vec<RawArtifacts>,
+    tls: Option<super::server::RawTls>,
+    limits: Option<super::server::RawLimits>,
+    log: Option<super::server::RawLog>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +232,7 @@ impl RedirectConfig {
             base_dir: base_dir.filter(|d| !d.as_os_str().is_empty()),
         };
         let raw: Raw = toml::from_str(text).map_err(|e| cx.toml_error(text, &e))?;
+        let server = super::server::validate(&cx, raw.tls, raw.limits, raw.log)?;
         let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
         let listen: SocketAddr = listen.parse().map_err(|_| {
             cx.err(
@@ -451,6 +457,7 @@ impl RedirectConfig {
             nodes,
             health,
             artifacts,
+            server,
         })
     }
 }

@@ -102,7 +102,29 @@ fn errors_name_the_key() {
             "[storage]\nlow_watermark = \"95%\"\n",
             "storage.low_watermark",
         ),
-        ("[tls]\ncert = \"c\"\n", "tls"),
+        ("[tls]\ncert = \"c\"\n", "tls.cert"),
+        ("[tls]\nkey = \"k\"\n", "tls.cert"),
+        (
+            "[limits]\nrequests_per_second = 0\n",
+            "limits.requests_per_second",
+        ),
+        (
+            "[limits]\nmax_header_size = \"1KiB\"\n",
+            "limits.max_header_size",
+        ),
+        (
+            "[limits]\nshutdown_grace = \"soon\"\n",
+            "limits.shutdown_grace",
+        ),
+        (
+            "[limits]\nrequest_timeout = \"0s\"\n",
+            "limits.request_timeout",
+        ),
+        ("[log]\nformat = \"xml\"\n", "log.format"),
+        ("[log]\nlevel = \"[[\"\n", "log.level"),
+        ("[auth]\nanonymous = false\n", "auth"),
+        ("[auth]\nhtpasswd = \"/nonexistent\"\n", "auth.htpasswd"),
+        ("[auth]\nrealm = \"a b\"\n", "auth.realm"),
     ];
     for (prefix, key) in cases {
         let e = parse(&format!("{prefix}{ONE}")).unwrap_err();

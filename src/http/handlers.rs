@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 
+use super::auth::Who;
 use super::{AppState, Endpoint, EndpointError, RouteLabel};
 use crate::oci::{ByteRange, ErrorCode, OciError};
 use crate::proxy::{BlobReply, ManifestReply};
@@ -25,14 +26,52 @@ pub fn api_version_response() -> Response {
     r
 }
 
-pub async fn v2_base(method: Method) -> Response {
-    let mut resp = if method == Method::GET || method == Method::HEAD {
-        api_version_response()
-    } else {
-        unsupported(&method).into_response()
+pub async fn v2_base(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let mut resp = match base(&state, &method, &headers).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
     };
     resp.extensions_mut().insert(RouteLabel("base"));
     resp
+}
+
+/// `GET /v2/`: 200, unless credentials are wrong, or some content needs them and
+/// none came (the challenge tells clients to send theirs).
+async fn base(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, OciError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(unsupported(method));
+    }
+    if let Some(auth) = &state.auth {
+        if auth.identify(headers).await? == Who::Anonymous && auth.protects_anything() {
+            return Err(auth.challenge("authentication required"));
+        }
+    }
+    Ok(api_version_response())
+}
+
+/// Checks the caller may pull `name` (as the client named it) through `route`.
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    route: &crate::proxy::Route,
+    name: &str,
+) -> Result<(), OciError> {
+    let Some(auth) = &state.auth else {
+        return Ok(());
+    };
+    let who = auth.identify(headers).await?;
+    if who == Who::Anonymous && auth.protects(&route.upstream.cfg.name, name) {
+        return Err(auth.challenge("authentication required"));
+    }
+    Ok(())
 }
 
 pub async fn v2(
@@ -73,10 +112,11 @@ async fn dispatch(
     let q = Query::parse(query);
     let mirror = &state.mirror;
     match endpoint {
-        Endpoint::Base => Ok(v2_base(method.clone()).await),
+        Endpoint::Base => base(state, method, headers).await,
         Endpoint::Upload => Err(unsupported(method)),
         Endpoint::Manifest { name, reference } => {
             let route = mirror.route(&name, q.ns.as_deref())?;
+            authorize(state, headers, &route, &name).await?;
             let accept: Vec<&str> = headers
                 .get_all(header::ACCEPT)
                 .iter()
@@ -87,6 +127,7 @@ async fn dispatch(
         }
         Endpoint::Blob { name, digest } => {
             let route = mirror.route(&name, q.ns.as_deref())?;
+            authorize(state, headers, &route, &name).await?;
             let range = match headers.get(header::RANGE) {
                 Some(v) => Some(ByteRange::parse(v.to_str().unwrap_or_default())?),
                 None => None,
@@ -96,6 +137,7 @@ async fn dispatch(
         }
         Endpoint::Tags { name } => {
             let route = mirror.route(&name, q.ns.as_deref())?;
+            authorize(state, headers, &route, &name).await?;
             if q.n.as_deref().is_some_and(|n| n.parse::<u32>().is_err()) {
                 return Err(OciError::new(
                     ErrorCode::PaginationNumberInvalid,
@@ -124,6 +166,7 @@ async fn dispatch(
         }
         Endpoint::Referrers { name, digest } => {
             let route = mirror.route(&name, q.ns.as_deref())?;
+            authorize(state, headers, &route, &name).await?;
             let r = mirror
                 .referrers(&route, &digest, q.artifact_type.as_deref())
                 .await?;

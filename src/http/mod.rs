@@ -4,9 +4,11 @@
 //! reply into a response. Errors travel as [`OciError`]s into one responder, which
 //! also attaches the error to the response so the middleware can log it once.
 
+pub mod auth;
 pub mod endpoint;
 mod handlers;
 pub mod serve;
+pub mod tls;
 
 pub use handlers::api_version_response;
 
@@ -31,6 +33,8 @@ use crate::proxy::Mirror;
 pub struct AppState {
     pub mirror: Arc<Mirror>,
     pub metrics: Arc<Metrics>,
+    /// `[auth]`; `None` lets everyone pull.
+    pub auth: Option<Arc<auth::Auth>>,
 }
 
 /// The route label a handler chose, for metrics.
@@ -99,6 +103,13 @@ pub fn error_response(err: OciError) -> Response {
     );
     if let Some(secs) = err.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(c) = err
+        .challenge
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        h.insert(header::WWW_AUTHENTICATE, c);
     }
     if let Some(size) = err.blob_size {
         if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {

@@ -23,6 +23,8 @@ pub enum ErrorCode {
     Unauthorized,
     Denied,
     Unsupported,
+    /// A request body over the configured limit (413).
+    SizeInvalid,
     TooManyRequests,
     Unavailable,
     Unknown,
@@ -43,6 +45,7 @@ impl ErrorCode {
             Self::Unauthorized => "UNAUTHORIZED",
             Self::Denied => "DENIED",
             Self::Unsupported => "UNSUPPORTED",
+            Self::SizeInvalid => "SIZE_INVALID",
             Self::TooManyRequests => "TOOMANYREQUESTS",
             Self::Unavailable => "UNAVAILABLE",
             Self::Unknown => "UNKNOWN",
@@ -62,6 +65,7 @@ impl ErrorCode {
             Self::Unauthorized => 401,
             Self::Denied => 403,
             Self::Unsupported => 405,
+            Self::SizeInvalid => 413,
             Self::TooManyRequests => 429,
             Self::Unavailable => 503,
             Self::Unknown => 500,
@@ -79,6 +83,8 @@ pub struct OciError {
     pub retry_after: Option<u64>,
     /// Blob size for `Content-Range: bytes */N` on 416.
     pub blob_size: Option<u64>,
+    /// `WWW-Authenticate` for a 401 from this node's own access control.
+    pub challenge: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -102,6 +108,7 @@ impl OciError {
             detail: None,
             retry_after: None,
             blob_size: None,
+            challenge: None,
         }
     }
 

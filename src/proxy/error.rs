@@ -156,6 +156,11 @@ fn upstream_error(kind: Kind, err: UpstreamError) -> OciError {
             OciError::new(ErrorCode::Denied, "the upstream registry denied access")
                 .with_detail(detail)
         }
+        UpstreamError::Busy => OciError::new(
+            ErrorCode::TooManyRequests,
+            "too many requests to the upstream in flight; try again shortly",
+        )
+        .with_retry_after(1),
         UpstreamError::TooManyRequests { retry_after } => {
             OciError::new(ErrorCode::TooManyRequests, "upstream rate limit reached")
                 .with_retry_after(retry_after.unwrap_or(10))

@@ -24,7 +24,7 @@ use super::error::{Kind, ProxyError};
 use super::Route;
 use crate::metrics::Metrics;
 use crate::oci::{Digest, OciError};
-use crate::upstream::UpstreamError;
+use crate::upstream::{UpstreamError, UpstreamResponse};
 
 /// Chunk size for readers following a spool file.
 const READ_CHUNK: u64 = 256 * 1024;
@@ -232,7 +232,7 @@ impl FillJob {
 
     /// Asks for the rest of the body from `from`. Returns the response and how many
     /// leading bytes to drop (all of `from` when the upstream ignored the Range).
-    async fn resume(&self, from: u64) -> Result<(reqwest::Response, u64), ProxyError> {
+    async fn resume(&self, from: u64) -> Result<(UpstreamResponse, u64), ProxyError> {
         let mut headers = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&format!("bytes={from}-")) {
             headers.insert(RANGE, v);

@@ -403,7 +403,7 @@ fn header_digest(headers: &HeaderMap) -> Option<Digest> {
 }
 
 async fn read_limited(
-    resp: reqwest::Response,
+    resp: crate::upstream::UpstreamResponse,
     limit: usize,
     upstream: &str,
     metrics: &crate::metrics::Metrics,

@@ -112,6 +112,7 @@ impl Mirror {
             .get(i)
             .cloned()
             .ok_or(ProxyError::NoDefaultUpstream)?;
+        crate::access::upstream(&self.configs[i].name);
         Ok(Route { upstream, repo })
     }
 }

@@ -112,6 +112,9 @@ impl Metrics {
 
 pub struct Redirector {
     fleet: ArcSwap<Fleet>,
+    /// TLS, limits and access log (from the config at start; a reload re-reads the
+    /// TLS files but not `[limits]`).
+    server: Arc<crate::http::serve::Server>,
     metrics: Metrics,
     probe: reqwest::Client,
     /// Where reload reads the config from.
@@ -124,6 +127,8 @@ pub enum RedirectError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot set up metrics")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Server(#[from] crate::http::serve::ServerError),
     #[error("cannot build the probe client")]
     Client(#[from] reqwest::Error),
     #[error("cannot listen on {addr}")]
@@ -148,13 +153,16 @@ impl Redirector {
         config: RedirectConfig,
         path: Option<PathBuf>,
     ) -> Result<Arc<Self>, RedirectError> {
+        let metrics = Metrics::new()?;
+        let server = crate::http::serve::Server::new(&config.server, &metrics.registry)?;
         let fleet = Fleet {
             health: config.nodes.iter().map(|_| Arc::default()).collect(),
             routing: Routing::new(config)?,
         };
         let this = Arc::new(Self {
             fleet: ArcSwap::from_pointee(fleet),
-            metrics: Metrics::new()?,
+            server,
+            metrics,
             probe: reqwest::Client::builder()
                 .no_proxy()
                 .redirect(reqwest::redirect::Policy::none())
@@ -167,6 +175,10 @@ impl Redirector {
 
     pub fn fleet(&self) -> Arc<Fleet> {
         self.fleet.load_full()
+    }
+
+    pub fn server(&self) -> &Arc<crate::http::serve::Server> {
+        &self.server
     }
 
     /// Re-reads the config file; a bad file is logged and the running config kept.
@@ -424,14 +436,16 @@ pub async fn run(
     r: Arc<Redirector>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RedirectError> {
-    crate::http::serve::serve_on_workers(
-        listener,
-        Handler(r),
-        crate::http::serve::default_workers(),
-        shutdown,
-    )
-    .await
-    .map_err(RedirectError::Serve)
+    r.server
+        .clone()
+        .serve_on_workers(
+            listener,
+            Handler(r),
+            crate::http::serve::default_workers(),
+            shutdown,
+        )
+        .await
+        .map_err(RedirectError::Serve)
 }
 
 /// `ferry redirect --config FILE`: serve, reload on SIGHUP, stop on `shutdown`.
@@ -454,6 +468,8 @@ pub async fn serve(
                 while hup.recv().await.is_some() {
                     let Some(r) = weak.upgrade() else { return };
                     let _ = r.reload();
+                    let server = r.server.clone();
+                    let _ = tokio::task::spawn_blocking(move || server.reload_tls()).await;
                 }
             });
         }
@@ -461,6 +477,7 @@ pub async fn serve(
     let fleet = r.fleet();
     tracing::info!(
         listen = %addr,
+        tls = r.server.is_tls(),
         regions = fleet.routing.config.regions.len(),
         nodes = fleet.routing.config.nodes.len(),
         prefixes = fleet.routing.prefix_count(),

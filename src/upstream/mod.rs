@@ -37,6 +37,10 @@ pub enum UpstreamError {
     Unreachable(String),
     #[error("upstream protocol error: {0}")]
     Protocol(String),
+    /// This node already has `max_concurrency` requests open to the upstream and
+    /// none finished within the queue wait.
+    #[error("too many requests to the upstream in flight")]
+    Busy,
 }
 
 impl UpstreamError {
@@ -44,7 +48,7 @@ impl UpstreamError {
     /// the ones that justify serving stale content.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::TooManyRequests { .. } | Self::Unreachable(_) => true,
+            Self::TooManyRequests { .. } | Self::Unreachable(_) | Self::Busy => true,
             Self::Status { status } => *status >= 500,
             Self::NotFound | Self::Denied { .. } | Self::Protocol(_) => false,
         }
@@ -65,6 +69,37 @@ pub struct Upstream {
     /// Set once the upstream asked for Basic auth: send it up front from then on.
     basic: AtomicBool,
     metrics: Arc<Metrics>,
+    /// `max_concurrency` permits: one per request open to the upstream, held until
+    /// its body is read or dropped.
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// An upstream's answer. It holds one of the upstream's concurrency permits until
+/// its body has been read or it is dropped.
+pub struct UpstreamResponse {
+    resp: reqwest::Response,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for UpstreamResponse {
+    type Target = reqwest::Response;
+    fn deref(&self) -> &reqwest::Response {
+        &self.resp
+    }
+}
+
+impl UpstreamResponse {
+    /// The body as a stream, still holding the permit.
+    pub fn bytes_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static {
+        use futures_util::StreamExt as _;
+        let permit = self.permit;
+        self.resp.bytes_stream().map(move |chunk| {
+            let _held = &permit;
+            chunk
+        })
+    }
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -79,6 +114,7 @@ impl Upstream {
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()?;
         Ok(Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrency as usize)),
             cfg,
             http,
             tokens: moka::sync::Cache::builder().max_capacity(10_000).build(),
@@ -130,7 +166,13 @@ impl Upstream {
         suffix: &str,
         query: &[(&str, String)],
         headers: HeaderMap,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let permit =
+            tokio::time::timeout(self.cfg.queue_timeout, self.permits.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or(UpstreamError::Busy)?;
         let scope = format!("repository:{repo}:pull");
         let url = self.url(repo, suffix);
         let mut auth = self.cached_auth(&scope);
@@ -157,7 +199,9 @@ impl Upstream {
                 .with_label_values(&[self.name(), method.as_str(), &status_label])
                 .inc();
             let err = match result {
-                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) if resp.status().is_success() => {
+                    return Ok(UpstreamResponse { resp, permit })
+                }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated_retry => {
                     authenticated_retry = true;
                     auth = Some(self.authenticate(&resp, &scope).await?);

@@ -58,7 +58,8 @@ impl Registry {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(r) = client.get(format!("{}/v2/", self.url)).send().await {
-                if r.status().is_success() {
+                // 401 once it requires credentials.
+                if r.status().is_success() || r.status() == 401 {
                     return;
                 }
             }
@@ -84,6 +85,21 @@ impl Registry {
         self.stop();
         let cfg = self.dir.path().join("config.yml");
         self.spawn(&cfg).await;
+    }
+
+    /// Restarts the registry requiring HTTP Basic credentials (htpasswd, bcrypt).
+    pub async fn require_basic(&mut self, user: &str, password: &str) {
+        let htpasswd = self.dir.path().join("htpasswd");
+        let hash = bcrypt::hash(password, 4).unwrap();
+        std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+        let cfg = self.dir.path().join("config.yml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let text = format!(
+            "{text}auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+            htpasswd.display()
+        );
+        std::fs::write(&cfg, text).unwrap();
+        self.restart().await;
     }
 
     /// Pushes `image` as `repo:tag` with skopeo.
