@@ -63,6 +63,8 @@ wait_http "http://127.0.0.1:$NGX/"
 cat > "$W/redirect.toml" <<TOML
 listen = "127.0.0.1:$RED"
 upstream = "http://127.0.0.1:9"
+[log]
+access_log = false     # as nginx's access_log off
 [[region]]
 name = "local"
 cidrs = ["127.0.0.0/8"]

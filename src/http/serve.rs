@@ -246,7 +246,6 @@ impl Server {
                 busy.in_flight.fetch_add(1, Ordering::Relaxed);
                 let resp = this.respond(peer, within_limit, req, &handler).await;
                 busy.in_flight.fetch_sub(1, Ordering::Relaxed);
-                busy.touch();
                 Ok::<_, Infallible>(resp)
             }
         });
@@ -256,6 +255,7 @@ impl Server {
         let mut conn = std::pin::pin!(conn);
         let idle = self.limits.idle_timeout;
         let mut check = tokio::time::interval(idle.min(Duration::from_secs(5)) / 2);
+        let (mut seen, mut quiet_since) = (0, tokio::time::Instant::now());
         loop {
             tokio::select! {
                 _ = conn.as_mut() => return,
@@ -264,10 +264,13 @@ impl Server {
                     let _ = conn.await;
                     return;
                 }
-                _ = check.tick() => {
+                now = check.tick() => {
                     // No bytes either way and no request being answered: close. (A
                     // download in progress writes, so it is never idle.)
-                    if activity.idle_for() >= idle && activity.in_flight.load(Ordering::Relaxed) == 0 {
+                    let events = activity.events.load(Ordering::Relaxed);
+                    if events != seen || activity.in_flight.load(Ordering::Relaxed) > 0 {
+                        (seen, quiet_since) = (events, now);
+                    } else if now - quiet_since >= idle {
                         return;
                     }
                 }
@@ -287,11 +290,15 @@ impl Server {
         req: hyper::Request<Incoming>,
         handler: &H,
     ) -> Response {
-        let start = Instant::now();
-        let note = Arc::new(Mutex::new(AccessNote::default()));
-        let logged = self
-            .access_log
-            .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        // Only a logged request pays for the clock, the note and the copies.
+        let logged = self.access_log.then(|| {
+            (
+                Instant::now(),
+                req.method().clone(),
+                req.uri().path().to_owned(),
+                Arc::new(Mutex::new(AccessNote::default())),
+            )
+        });
         let ip = peer.ip();
         let declared = req
             .headers()
@@ -336,8 +343,15 @@ impl Server {
         } else {
             let max = usize::try_from(self.limits.max_body_size).unwrap_or(usize::MAX);
             let req = req.map(|b| Body::new(http_body_util::Limited::new(b, max)));
-            let answer = crate::access::scope(note.clone(), handler.call(peer, req));
-            match tokio::time::timeout(self.limits.request_timeout, answer).await {
+            let answer = handler.call(peer, req);
+            let limit = self.limits.request_timeout;
+            let answered = match &logged {
+                Some((_, _, _, note)) => {
+                    tokio::time::timeout(limit, crate::access::scope(note.clone(), answer)).await
+                }
+                None => tokio::time::timeout(limit, answer).await,
+            };
+            match answered {
                 Ok(r) => r,
                 Err(_) => self.refuse(
                     "timeout",
@@ -351,7 +365,7 @@ impl Server {
                 ),
             }
         };
-        if let Some((method, path)) = logged {
+        if let Some((start, method, path, note)) = logged {
             let note = note.lock().map(|n| n.clone()).unwrap_or_default();
             let status = resp.status().as_u16();
             resp = resp.map(|body| {
@@ -461,32 +475,24 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// When a connection last moved bytes, and how many requests it is answering.
+/// Whether a connection moved bytes, and how many requests it is answering. Reads
+/// and writes only bump a counter (no clock on the I/O path); the connection's
+/// watchdog compares it between ticks.
 struct Activity {
-    born: Instant,
-    /// Milliseconds after `born`.
-    last: AtomicU64,
+    events: AtomicU64,
     in_flight: AtomicUsize,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
-            born: Instant::now(),
-            last: AtomicU64::new(0),
+            events: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
         }
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        self.born
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)))
+        self.events.fetch_add(1, Ordering::Relaxed);
     }
 }
 
