@@ -507,6 +507,73 @@ async fn limits_answer_429_413_431_and_the_server_stays_healthy() {
     ferry.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn request_timeout_answers_503_and_the_redirector_serves_tls() {
+    // A node whose upstream takes 5 s to answer, with a 1 s request timeout.
+    let fake = FakeUpstream::start().await;
+    let digest = fake.add_blob(vec![1u8; 1000]);
+    fake.fault(&digest, Fault::Delay(Duration::from_secs(5)));
+    let ferry = TestFerry::start(&format!(
+        "[limits]\nrequest_timeout = \"1s\"\n\
+         [[upstream]]\nname = \"f\"\nurl = \"{}\"\ndefault = true\n",
+        fake.url
+    ))
+    .await;
+    let started = Instant::now();
+    let r = common::client()
+        .get(format!("{}/v2/x/blobs/{digest}", ferry.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(common::error_code(r).await, "UNAVAILABLE");
+    assert!(ferry.metric("ferry_http_refused_total", &[("reason", "timeout")]) >= 1.0);
+    ferry.stop().await;
+
+    // The redirector takes the same [tls] table.
+    let pki = tempfile::tempdir().unwrap();
+    let ca = ca(pki.path(), "red");
+    let (cert, key) = leaf(pki.path(), "red", "redirector");
+    let config = ferry::config::redirect::RedirectConfig::from_toml(
+        &format!(
+            "upstream = \"http://127.0.0.1:9\"\ninfo_url = \"http://docs.example/\"\n\
+             [tls]\ncert = {cert:?}\nkey = {key:?}\n"
+        ),
+        "redirect.toml",
+        None,
+    )
+    .unwrap();
+    let redirector = ferry::redirect::server::Redirector::start(config, None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(ferry::redirect::server::run(listener, redirector, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("https://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.headers()["location"], "http://docs.example/");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
 // ---- logs and shutdown, on the binary ------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
