@@ -4,6 +4,8 @@
 //! helm and hadolint come from PyPI (scripts/test.sh installs both).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -79,32 +81,11 @@ fn mounts(root: &Path) {
     std::fs::write(secrets.join("tokens"), "ci:0123456789abcdef0123\n").unwrap();
     let tls = root.join("tls");
     std::fs::create_dir_all(&tls).unwrap();
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=ferry",
-        ])
-        .arg("-keyout")
-        .arg(tls.join("tls.key"))
-        .arg("-out")
-        .arg(tls.join("tls.crt"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::copy(tls.join("tls.crt"), tls.join("ca.crt")).unwrap();
+    let ca = common::pki::ca(&tls, "mounted");
+    let (cert, key) = common::pki::leaf(&tls, "mounted", "server");
+    std::fs::rename(cert, tls.join("tls.crt")).unwrap();
+    std::fs::rename(key, tls.join("tls.key")).unwrap();
+    std::fs::rename(ca, tls.join("ca.crt")).unwrap();
 }
 
 /// Runs `ferry` on a rendered config whose /etc/ferry paths point into `root`.

@@ -7,6 +7,7 @@ pub mod containerd;
 pub mod fake;
 pub mod image;
 pub mod node;
+pub mod pki;
 pub mod registry;
 pub mod s3;
 
