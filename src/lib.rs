@@ -240,17 +240,5 @@ pub async fn serve(
         upstreams = ?config.upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
         "ferry mirror serving"
     );
-    #[cfg(unix)]
-    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        let server = Arc::downgrade(&app.server);
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                let Some(server) = server.upgrade() else {
-                    return;
-                };
-                let _ = tokio::task::spawn_blocking(move || server.reload_tls()).await;
-            }
-        });
-    }
     run_app(listener, app, shutdown).await
 }

@@ -101,6 +101,7 @@ impl Server {
         let tls = opts.tls.clone().map(ReloadingTls::new).transpose()?;
         if let Some(t) = &tls {
             t.spawn_watch();
+            t.reload_on_sighup();
         }
         let l = &opts.limits;
         let rate = l.requests_per_second.and_then(NonZeroU32::new).map(|rps| {
@@ -151,13 +152,6 @@ impl Server {
             });
         }
         Ok(this)
-    }
-
-    /// Re-reads the TLS files now (SIGHUP).
-    pub fn reload_tls(&self) {
-        if let Some(t) = &self.tls {
-            t.reload(true);
-        }
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -175,6 +175,24 @@ impl ReloadingTls {
             }
         });
     }
+
+    /// Re-reads the files on every SIGHUP while `self` lives.
+    pub fn reload_on_sighup(self: &Arc<Self>) {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            let weak: Weak<Self> = Arc::downgrade(self);
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let Some(this) = weak.upgrade() else { return };
+                    let _ = tokio::task::spawn_blocking(move || this.reload(true)).await;
+                }
+            });
+        }
+    }
 }
 
 fn stamp(f: &TlsConfig) -> Stamp {

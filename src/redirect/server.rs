@@ -468,8 +468,6 @@ pub async fn serve(
                 while hup.recv().await.is_some() {
                     let Some(r) = weak.upgrade() else { return };
                     let _ = r.reload();
-                    let server = r.server.clone();
-                    let _ = tokio::task::spawn_blocking(move || server.reload_tls()).await;
                 }
             });
         }
