@@ -89,22 +89,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 return Ok(());
             }
             init_logging(&config.server.log);
-            let grace = config.server.limits.shutdown_grace;
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async {
-                let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-                let server = ferry::redirect::server::serve(config, path, async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                });
-                let mut server = std::pin::pin!(server);
-                tokio::select! {
-                    result = &mut server => result,
-                    () = shutdown_signal() => {
-                        let _ = stop_tx.send(true);
-                        tokio::time::timeout(grace, server).await.unwrap_or(Ok(()))
-                    }
-                }
-            })?;
+            rt.block_on(ferry::redirect::server::serve(
+                config,
+                path,
+                shutdown_signal(),
+            ))?;
             Ok(())
         }
         Command::Serve { config } => {

@@ -382,7 +382,8 @@ impl Server {
 
     /// Serves `handler` on `workers` threads, each a single-threaded runtime
     /// accepting from its own handle on `listener`, until `shutdown` resolves; then
-    /// stops accepting and returns once every worker's connections have finished.
+    /// stops accepting and returns once every worker's connections have finished,
+    /// or when `limits.shutdown_grace` is over.
     pub async fn serve_on_workers<H: Handler>(
         self: Arc<Self>,
         listener: TcpListener,
@@ -420,12 +421,22 @@ impl Server {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut finished = 0;
         let mut first_error = None;
-        let mut stopping = false;
+        let mut deadline = None;
         loop {
+            let grace_over = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                () = &mut shutdown, if !stopping => {
-                    stopping = true;
+                () = &mut shutdown, if deadline.is_none() => {
+                    deadline = Some(tokio::time::Instant::now() + self.limits.shutdown_grace);
                     let _ = stop_tx.send(true);
+                }
+                () = grace_over => {
+                    tracing::warn!(grace = ?self.limits.shutdown_grace, "connections still open after the grace period; closing them");
+                    break;
                 }
                 result = done_rx.recv() => match result {
                     Some(r) => {
