@@ -177,10 +177,6 @@ impl Redirector {
         self.fleet.load_full()
     }
 
-    pub fn server(&self) -> &Arc<crate::http::serve::Server> {
-        &self.server
-    }
-
     /// Re-reads the config file; a bad file is logged and the running config kept.
     pub fn reload(self: &Arc<Self>) -> Result<(), RedirectError> {
         let Some(path) = &self.path else {
