@@ -57,21 +57,22 @@ async fn base(
     Ok(api_version_response())
 }
 
-/// Checks the caller may pull `name` (as the client named it) through `route`.
-async fn authorize(
+/// Routes `name` (as the client named it) to its upstream, and checks the caller
+/// may pull it from there.
+async fn authorized_route(
     state: &AppState,
     headers: &HeaderMap,
-    route: &crate::proxy::Route,
     name: &str,
-) -> Result<(), OciError> {
-    let Some(auth) = &state.auth else {
-        return Ok(());
-    };
-    let who = auth.identify(headers).await?;
-    if who == Who::Anonymous && auth.protects(&route.upstream.cfg.name, name) {
-        return Err(auth.challenge("authentication required"));
+    ns: Option<&str>,
+) -> Result<crate::proxy::Route, OciError> {
+    let route = state.mirror.route(name, ns)?;
+    if let Some(auth) = &state.auth {
+        let who = auth.identify(headers).await?;
+        if who == Who::Anonymous && auth.protects(&route.upstream.cfg.name, name) {
+            return Err(auth.challenge("authentication required"));
+        }
     }
-    Ok(())
+    Ok(route)
 }
 
 pub async fn v2(
@@ -115,8 +116,7 @@ async fn dispatch(
         Endpoint::Base => base(state, method, headers).await,
         Endpoint::Upload => Err(unsupported(method)),
         Endpoint::Manifest { name, reference } => {
-            let route = mirror.route(&name, q.ns.as_deref())?;
-            authorize(state, headers, &route, &name).await?;
+            let route = authorized_route(state, headers, &name, q.ns.as_deref()).await?;
             let accept: Vec<&str> = headers
                 .get_all(header::ACCEPT)
                 .iter()
@@ -126,8 +126,7 @@ async fn dispatch(
             Ok(manifest_response(m, head, state))
         }
         Endpoint::Blob { name, digest } => {
-            let route = mirror.route(&name, q.ns.as_deref())?;
-            authorize(state, headers, &route, &name).await?;
+            let route = authorized_route(state, headers, &name, q.ns.as_deref()).await?;
             let range = match headers.get(header::RANGE) {
                 Some(v) => Some(ByteRange::parse(v.to_str().unwrap_or_default())?),
                 None => None,
@@ -136,8 +135,7 @@ async fn dispatch(
             Ok(blob_response(reply, &digest.to_string(), state))
         }
         Endpoint::Tags { name } => {
-            let route = mirror.route(&name, q.ns.as_deref())?;
-            authorize(state, headers, &route, &name).await?;
+            let route = authorized_route(state, headers, &name, q.ns.as_deref()).await?;
             if q.n.as_deref().is_some_and(|n| n.parse::<u32>().is_err()) {
                 return Err(OciError::new(
                     ErrorCode::PaginationNumberInvalid,
@@ -165,8 +163,7 @@ async fn dispatch(
             Ok(resp)
         }
         Endpoint::Referrers { name, digest } => {
-            let route = mirror.route(&name, q.ns.as_deref())?;
-            authorize(state, headers, &route, &name).await?;
+            let route = authorized_route(state, headers, &name, q.ns.as_deref()).await?;
             let r = mirror
                 .referrers(&route, &digest, q.artifact_type.as_deref())
                 .await?;
