@@ -72,52 +72,26 @@ pub(super) fn validate(
         ));
     }
     let mut users = HashMap::new();
-    if let Some(p) = raw.htpasswd {
-        let p = cx.path(p);
-        let text = std::fs::read_to_string(&p)
-            .map_err(|e| cx.err("auth.htpasswd", format!("cannot read {}: {e}", p.display())))?;
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let at = || format!("{} line {}", p.display(), n + 1);
-            let (user, hash) = line
-                .split_once(':')
-                .ok_or_else(|| cx.err("auth.htpasswd", format!("{}: not user:hash", at())))?;
-            if !["$2a$", "$2b$", "$2y$"].iter().any(|v| hash.starts_with(v)) {
-                return Err(cx.err(
-                    "auth.htpasswd",
-                    format!("{}: only bcrypt hashes are accepted (htpasswd -B)", at()),
-                ));
-            }
-            if users.insert(user.to_owned(), hash.to_owned()).is_some() {
-                return Err(cx.err("auth.htpasswd", format!("{}: {user:?} twice", at())));
-            }
+    for (at, user, hash) in colon_file(cx, "auth.htpasswd", raw.htpasswd, "user:hash")? {
+        if !["$2a$", "$2b$", "$2y$"].iter().any(|v| hash.starts_with(v)) {
+            return Err(cx.err(
+                "auth.htpasswd",
+                format!("{at}: only bcrypt hashes are accepted (htpasswd -B)"),
+            ));
+        }
+        if users.insert(user.clone(), hash).is_some() {
+            return Err(cx.err("auth.htpasswd", format!("{at}: {user:?} twice")));
         }
     }
     let mut tokens = HashMap::new();
-    if let Some(p) = raw.tokens {
-        let p = cx.path(p);
-        let text = std::fs::read_to_string(&p)
-            .map_err(|e| cx.err("auth.tokens", format!("cannot read {}: {e}", p.display())))?;
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let at = || format!("{} line {}", p.display(), n + 1);
-            let (name, token) = line
-                .split_once(':')
-                .ok_or_else(|| cx.err("auth.tokens", format!("{}: not name:token", at())))?;
-            if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(cx.err(
-                    "auth.tokens",
-                    format!("{}: a token must be at least 16 printable characters", at()),
-                ));
-            }
-            tokens.insert(token_hash(token), name.to_owned());
+    for (at, name, token) in colon_file(cx, "auth.tokens", raw.tokens, "name:token")? {
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(cx.err(
+                "auth.tokens",
+                format!("{at}: a token must be at least 16 printable characters"),
+            ));
         }
+        tokens.insert(token_hash(&token), name);
     }
     if users.is_empty() && tokens.is_empty() {
         return Err(cx.err(
@@ -156,4 +130,33 @@ pub(super) fn validate(
         protected_upstreams: raw.protected_upstreams,
         protected_repositories,
     })
+}
+
+/// The `left:right` lines of the file `key` names (none without one), each with
+/// "FILE line N" for messages; blank lines and `#` comments are skipped.
+fn colon_file(
+    cx: &Ctx<'_>,
+    key: &str,
+    path: Option<PathBuf>,
+    shape: &str,
+) -> Result<Vec<(String, String, String)>, ConfigError> {
+    let Some(p) = path else {
+        return Ok(Vec::new());
+    };
+    let p = cx.path(p);
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| cx.err(key, format!("cannot read {}: {e}", p.display())))?;
+    let mut entries = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = format!("{} line {}", p.display(), n + 1);
+        let (left, right) = line
+            .split_once(':')
+            .ok_or_else(|| cx.err(key, format!("{at}: not {shape}")))?;
+        entries.push((at, left.to_owned(), right.to_owned()));
+    }
+    Ok(entries)
 }
