@@ -16,14 +16,7 @@ done
 cargo build --release --quiet
 FERRY="$CARGO_TARGET_DIR/release/ferry"
 
-W=$(mktemp -d)
-chmod 755 "$W"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
-[ -n "${KEEP:-}" ] && trap "echo kept $W" EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+. benches/lib.sh   # (the script runs from the repository root)
 
 # --- an image with one 64 MiB layer, as an OCI layout --------------------------------
 python3 - "$W/layout" <<'PY'
