@@ -32,7 +32,7 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/ferry /usr/local/bin/ferry
 COPY config/container.toml /etc/ferry/ferry.toml
 USER 10001:10001
-VOLUME ["/var/lib/ferry"]
+VOLUME ["/etc/ferry", "/var/lib/ferry"]
 EXPOSE 5000
 HEALTHCHECK --interval=15s --timeout=6s --start-period=30s --retries=3 \
   CMD ["ferry", "probe", "http://127.0.0.1:5000/readyz"]
