@@ -5,7 +5,7 @@
 //! - `blobs`: digest (32 bytes) → [`BlobEntry`]
 //! - `lru`: last access (8 bytes BE, ms) ‖ digest → (), so the least recently used
 //!   blobs are the first keys: eviction reads from the front, never walks the disk
-//! - `tags`: `upstream \0 repo \0 tag` → digest ‖ checked-at (8 bytes BE, s)
+//! - `tags`: `upstream \0 repo \0 tag` → digest ‖ checked-at (8 bytes BE, s) ‖ pinned
 //! - `manifests`: `upstream \0 repo \0` ‖ digest → ()
 //! - `refs`: digest ‖ kind ‖ `upstream \0 repo [\0 tag]` → (), the reverse of the two
 //!   above, so evicting a manifest finds the records that point at it
@@ -606,7 +606,12 @@ impl Index {
         batch.put_cf(
             self.cf(CF_TAGS)?,
             &k,
-            [&record.digest.to_bytes()[..], &secs.to_be_bytes()].concat(),
+            [
+                &record.digest.to_bytes()[..],
+                &secs.to_be_bytes(),
+                &[u8::from(record.pinned)],
+            ]
+            .concat(),
         );
         batch.put_cf(
             refs,
@@ -614,6 +619,22 @@ impl Index {
             [],
         );
         self.db.write(batch).map_err(db_err)
+    }
+
+    /// Removes a tag record; `Ok(false)` when there was none.
+    pub fn remove_tag(&self, key: &TagKey) -> Result<bool, IndexError> {
+        let Some(old) = self.get_tag_sync(key)? else {
+            return Ok(false);
+        };
+        let k = tag_key(key);
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_TAGS)?, &k);
+        batch.delete_cf(
+            self.cf(CF_REFS)?,
+            [&old.digest.to_bytes()[..], &[REF_TAG], &k].concat(),
+        );
+        self.db.write(batch).map_err(db_err)?;
+        Ok(true)
     }
 
     pub fn save_node_stats(&self, stats: NodeStats) -> Result<(), IndexError> {
@@ -654,12 +675,15 @@ impl Index {
     }
 }
 
+/// A tag value: digest ‖ checked-at ‖ pinned (one byte; absent in records written
+/// before promotion existed, which are not pinned).
 fn decode_tag(v: &[u8]) -> Option<TagRecord> {
     let digest = Digest::from_bytes(v.get(..32)?)?;
     let secs = u64::from_be_bytes(v.get(32..40)?.try_into().ok()?);
     Some(TagRecord {
         digest,
         checked_at: UNIX_EPOCH + Duration::from_secs(secs),
+        pinned: v.get(40) == Some(&1),
     })
 }
 

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
+use crate::audit::{AuditAction, AuditEvent, AuditLog};
 use crate::index::{Index, Lease};
 use crate::store::{BlobBody, BlobStore, BlobWriter, ByteSpan, StoreError};
 use crate::{Digest, Verifier};
@@ -79,6 +80,7 @@ pub struct IndexedStore {
     shared: Arc<Shared>,
     evicted_blobs: AtomicU64,
     evicted_bytes: AtomicU64,
+    audit: Option<AuditLog>,
 }
 
 /// State the store shares with its writers.
@@ -127,6 +129,25 @@ impl IndexedStore {
             shared: Arc::new(shared),
             evicted_blobs: AtomicU64::new(0),
             evicted_bytes: AtomicU64::new(0),
+            audit: None,
+        }
+    }
+
+    /// Records evictions and deletions in `log`.
+    pub fn with_audit(mut self, log: AuditLog) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    fn record(&self, action: AuditAction, digest: &Digest, size: Option<u64>) {
+        if let Some(log) = &self.audit {
+            let mut event = AuditEvent::new(action, digest);
+            event.size = size;
+            log.record_or_warn(event);
         }
     }
 
@@ -193,6 +214,7 @@ impl IndexedStore {
                 continue;
             }
             self.inner.delete(&digest).await?;
+            self.record(AuditAction::Evict, &digest, Some(size));
             report.blobs += 1;
             report.bytes += size;
             tracing::debug!(%digest, size, "evicted");
@@ -252,6 +274,7 @@ impl IndexedStore {
             if !stored.contains(&digest) {
                 if repair {
                     self.index.remove_blob(&digest)?;
+                    self.record(AuditAction::Delete, &digest, Some(entry.size));
                 }
                 report.missing_content.push(digest);
                 continue;
@@ -271,6 +294,7 @@ impl IndexedStore {
                 if repair && bad {
                     self.index.remove_blob(&digest)?;
                     self.inner.delete(&digest).await?;
+                    self.record(AuditAction::Delete, &digest, Some(entry.size));
                 }
             }
         }
@@ -298,6 +322,7 @@ impl IndexedStore {
                 None => {
                     if repair {
                         self.inner.delete(digest).await?;
+                        self.record(AuditAction::Delete, digest, None);
                     }
                     report.unindexed_corrupt.push(digest.clone());
                 }
@@ -364,8 +389,9 @@ impl BlobStore for IndexedStore {
             }
             None => {
                 // Content gone behind our back: forget it so the next request refetches.
-                if self.index.remove_blob(digest)?.is_some() {
+                if let Some(entry) = self.index.remove_blob(digest)? {
                     tracing::warn!(%digest, "indexed blob missing from the store; dropped from the index");
+                    self.record(AuditAction::Delete, digest, Some(entry.size));
                 }
                 Ok(None)
             }
@@ -395,8 +421,12 @@ impl BlobStore for IndexedStore {
     }
 
     async fn delete(&self, digest: &Digest) -> Result<bool, StoreError> {
-        self.index.remove_blob(digest)?;
-        self.inner.delete(digest).await
+        let entry = self.index.remove_blob(digest)?;
+        let deleted = self.inner.delete(digest).await?;
+        if deleted || entry.is_some() {
+            self.record(AuditAction::Delete, digest, entry.map(|e| e.size));
+        }
+        Ok(deleted)
     }
 
     async fn list(&self) -> Result<Vec<Digest>, StoreError> {

@@ -13,8 +13,10 @@
 //! - [`index`]: the RocksDB cache index: sizes, access times, pins, tags; the LRU policy.
 //! - [`indexed`]: a `BlobStore` that keeps the index in step with any backend,
 //!   evicts, and reconciles index and store after a crash.
+//! - [`audit`]: the append-only JSON-lines log of every change to a store.
 //! - [`conformance`]: the behaviour suite every backend must pass.
 
+pub mod audit;
 pub mod conformance;
 pub mod digest;
 pub mod fs;
@@ -28,6 +30,7 @@ pub mod s3_testing;
 mod spool;
 pub mod store;
 
+pub use audit::{AuditAction, AuditEvent, AuditLog};
 pub use digest::{Digest, DigestError, Verifier};
 pub use fs::FsStore;
 pub use index::{select_victims, BlobEntry, Candidate, Index, IndexError, NodeStats, Totals};

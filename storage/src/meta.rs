@@ -24,6 +24,9 @@ pub struct TagRecord {
     pub digest: Digest,
     /// When the upstream last confirmed this tag → digest mapping.
     pub checked_at: SystemTime,
+    /// Set by promotion: the tag is immutable here. It is served without asking the
+    /// upstream and only `ferry sync --allow-tag-move` or `--prune` changes it.
+    pub pinned: bool,
 }
 
 #[async_trait]

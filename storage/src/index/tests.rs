@@ -144,6 +144,7 @@ fn removing_a_manifest_drops_its_records_and_tags() {
     let rec = |digest: &Digest| TagRecord {
         digest: digest.clone(),
         checked_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        pinned: false,
     };
     idx.put_tag_sync(&key("latest"), &rec(&m1)).unwrap();
     idx.put_tag_sync(&key("v1"), &rec(&m1)).unwrap();
