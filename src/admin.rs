@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ferry_storage::store::read_to_vec;
-use ferry_storage::{Digest, Index, IndexError, IndexedStore, TagKey};
+use ferry_storage::{AuditAction, AuditEvent, Digest, Index, IndexError, IndexedStore, TagKey};
 
 use crate::cli::{IndexCommand, LsOrder};
 use crate::config::Config;
@@ -58,7 +58,12 @@ pub async fn run(cmd: &IndexCommand, config: &Config) -> Result<Outcome, AdminEr
         })?;
     let index = Arc::new(index);
     let backend = crate::open_backend(&config.storage, false).await?;
-    let store = IndexedStore::new(backend, index.clone(), config.storage.limits);
+    let mut store = IndexedStore::new(backend, index.clone(), config.storage.limits);
+    if writes {
+        if let Some(log) = crate::open_audit(&config.storage, &crate::cli_actor())? {
+            store = store.with_audit(log);
+        }
+    }
     let outcome = match cmd {
         IndexCommand::Stats => stats(&index, config)?,
         IndexCommand::Ls { order, limit } => ls(&index, *order, *limit)?,
@@ -291,28 +296,26 @@ async fn pin(
     pinned: bool,
 ) -> Result<Outcome, AdminError> {
     let root = resolve(store.index(), config, reference)?;
-    let mut todo = vec![root.clone()];
-    let mut seen = HashSet::new();
     let mut changed = BTreeSet::new();
     let mut missing = BTreeSet::new();
-    while let Some(d) = todo.pop() {
-        if !seen.insert(d.clone()) {
-            continue;
-        }
-        if !store.index().set_pinned(&d, pinned)? {
+    for d in reachable(store, &root).await? {
+        let Some(entry) = store.index().entry(&d)? else {
             missing.insert(d);
             continue;
-        }
-        changed.insert(d.clone());
-        // Manifests name further content: configs, layers, and an index's manifests.
-        if let Some(body) = store.inner().get(&d, None).await? {
-            if body.size <= MAX_MANIFEST_BYTES as u64 {
-                let bytes = read_to_vec(body.stream, MAX_MANIFEST_BYTES)
-                    .await
+        };
+        store.index().set_pinned(&d, pinned)?;
+        if entry.pinned != pinned {
+            if let Some(log) = store.audit() {
+                let action = if pinned {
+                    AuditAction::Pin
+                } else {
+                    AuditAction::Unpin
+                };
+                log.record(AuditEvent::new(action, &d).size(entry.size))
                     .map_err(ferry_storage::StoreError::Io)?;
-                todo.extend(referenced(&bytes));
             }
         }
+        changed.insert(d);
     }
     let verb = if pinned { "pinned" } else { "unpinned" };
     let mut out = format!(
@@ -328,26 +331,42 @@ async fn pin(
     })
 }
 
+/// `root` and every digest reachable from it through the manifests the store
+/// holds (configs, layers, an index's manifests), whether or not the store holds
+/// the digest itself.
+pub async fn reachable(
+    store: &IndexedStore,
+    root: &Digest,
+) -> Result<Vec<Digest>, ferry_storage::StoreError> {
+    let mut todo = vec![root.clone()];
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    while let Some(d) = todo.pop() {
+        if !seen.insert(d.clone()) {
+            continue;
+        }
+        if let Some(body) = store.inner().get(&d, None).await? {
+            if body.size <= MAX_MANIFEST_BYTES as u64 {
+                let bytes = read_to_vec(body.stream, MAX_MANIFEST_BYTES).await?;
+                todo.extend(referenced(&bytes));
+            }
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
 /// Digests a manifest or index refers to; nothing for other content.
 fn referenced(bytes: &[u8]) -> Vec<Digest> {
-    if crate::oci::media_type_of(bytes).is_none() {
-        return Vec::new();
+    match crate::oci::children(bytes) {
+        Ok(c) => c
+            .manifests
+            .into_iter()
+            .chain(c.blobs)
+            .map(|d| d.digest)
+            .collect(),
+        Err(_) => Vec::new(),
     }
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-        return Vec::new();
-    };
-    let one = |d: &serde_json::Value| {
-        d.get("digest")
-            .and_then(|x| x.as_str())
-            .and_then(|x| Digest::parse(x).ok())
-    };
-    let mut out: Vec<Digest> = v.get("config").and_then(one).into_iter().collect();
-    for list in ["layers", "manifests"] {
-        if let Some(items) = v.get(list).and_then(|l| l.as_array()) {
-            out.extend(items.iter().filter_map(one));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -358,7 +377,7 @@ mod tests {
     fn references_of_manifests_and_indexes() {
         let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
         let m = format!(
-            r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"layers":[{{"digest":"{}"}},{{"digest":"bad"}}]}}"#,
+            r#"{{"schemaVersion":2,"config":{{"digest":"{}","size":1}},"layers":[{{"digest":"{}","size":2}}]}}"#,
             d('a'),
             d('b')
         );
@@ -370,7 +389,7 @@ mod tests {
             ]
         );
         let i = format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}"}}]}}"#,
+            r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}","size":3}}]}}"#,
             d('c')
         );
         assert_eq!(

@@ -10,6 +10,7 @@
 //! - [`metrics`]: every exported metric.
 //! - [`cache`]: background upkeep: access-time flushes and eviction.
 //! - [`admin`]: the `ferry index` commands.
+//! - [`promote`]: promotion manifests, `ferry sync|export|import|audit`, air-gap bundles.
 //! - [`access`]: per-request notes (upstream, cache result) for the access log.
 //! - `ferry_storage` (crate `storage/`): blob stores, the RocksDB index, eviction; no HTTP.
 //!
@@ -23,6 +24,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod oci;
+pub mod promote;
 pub mod proxy;
 pub mod redirect;
 pub mod upstream;
@@ -33,7 +35,7 @@ use std::time::Duration;
 
 use axum::Router;
 use ferry_storage::{
-    BlobStore, FsStore, Index, IndexError, IndexedStore, MetaStore, S3Store, StoreError,
+    AuditLog, BlobStore, FsStore, Index, IndexError, IndexedStore, MetaStore, S3Store, StoreError,
 };
 use tokio::net::TcpListener;
 
@@ -86,11 +88,12 @@ pub async fn build_app(config: &Config) -> Result<App, StartError> {
         .await
         .map_err(|e| StartError::Index(IndexError::Other(e.to_string())))??;
     let index = Arc::new(index);
-    let store = Arc::new(IndexedStore::new(
-        backend,
-        index.clone(),
-        config.storage.limits,
-    ));
+    let audit = open_audit(&config.storage, "proxy").map_err(storage_err)?;
+    let mut store = IndexedStore::new(backend, index.clone(), config.storage.limits);
+    if let Some(log) = audit.clone() {
+        store = store.with_audit(log);
+    }
+    let store = Arc::new(store);
     let started = std::time::Instant::now();
     let report = store.reconcile(true, false).await.map_err(storage_err)?;
     let totals = index.totals();
@@ -107,7 +110,8 @@ pub async fn build_app(config: &Config) -> Result<App, StartError> {
     let metrics = Arc::new(Metrics::new()?);
     let blob_store: Arc<dyn BlobStore> = store.clone();
     let meta: Arc<dyn MetaStore> = index;
-    let mirror = Arc::new(Mirror::new(config, blob_store, meta, metrics.clone())?);
+    let mirror =
+        Arc::new(Mirror::new(config, blob_store, meta, metrics.clone())?.with_audit(audit));
     let router = http::router(http::AppState {
         mirror: mirror.clone(),
         metrics: metrics.clone(),
@@ -126,6 +130,26 @@ pub async fn build_app(config: &Config) -> Result<App, StartError> {
         store,
         maintenance,
     })
+}
+
+/// Opens the store's audit log (`[storage] audit_log`), recording as `actor`.
+pub fn open_audit(storage: &StorageConfig, actor: &str) -> Result<Option<AuditLog>, StoreError> {
+    storage
+        .audit_log
+        .as_deref()
+        .map(|path| {
+            AuditLog::open(path, actor)
+                .map_err(|e| StoreError::Backend(format!("audit log {}: {e}", path.display())))
+        })
+        .transpose()
+}
+
+/// The actor the admin commands record in the audit log: `cli:<user>`.
+pub fn cli_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("cli:{user}")
 }
 
 /// Opens the configured blob backend. `owner` is the node itself at start-up: it

@@ -54,6 +54,9 @@ pub struct StorageConfig {
     pub path: PathBuf,
     /// Where the RocksDB cache index lives (default `<path>/index`).
     pub index_path: PathBuf,
+    /// The append-only audit log of every change to the store (default
+    /// `<path>/audit.jsonl`; `audit_log = ""` turns it off).
+    pub audit_log: Option<PathBuf>,
     pub limits: ferry_storage::Limits,
     pub backend: Backend,
 }
@@ -156,6 +159,7 @@ struct RawStorage {
     backend: Option<String>,
     path: Option<PathBuf>,
     index_path: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
     max_size: Option<toml::Value>,
     high_watermark: Option<toml::Value>,
     low_watermark: Option<toml::Value>,
@@ -426,6 +430,15 @@ impl Config {
             self.storage.path.display().to_string(),
             self.storage.index_path.display().to_string()
         );
+        let _ = writeln!(
+            out,
+            "audit_log = {:?}",
+            self.storage
+                .audit_log
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
         match &self.storage.backend {
             Backend::Fs => {
                 let _ = writeln!(out, "backend = \"fs\"");
@@ -500,6 +513,7 @@ fn validate_storage(cx: &Ctx<'_>, raw: Option<RawStorage>) -> Result<StorageConf
         let path = cx.path(PathBuf::from("./ferry-data"));
         return Ok(StorageConfig {
             index_path: path.join("index"),
+            audit_log: Some(path.join("audit.jsonl")),
             path,
             limits: ferry_storage::Limits::default(),
             backend: Backend::Fs,
@@ -517,6 +531,11 @@ fn validate_storage(cx: &Ctx<'_>, raw: Option<RawStorage>) -> Result<StorageConf
         .index_path
         .clone()
         .map_or_else(|| path.join("index"), |p| cx.path(p));
+    let audit_log = match raw.audit_log.clone() {
+        None => Some(path.join("audit.jsonl")),
+        Some(p) if p.as_os_str().is_empty() => None,
+        Some(p) => Some(cx.path(p)),
+    };
     let max_size = match &raw.max_size {
         None => None,
         Some(v) => Some(cx.size("storage.max_size", Some(v), 0)?).filter(|n| *n > 0),
@@ -573,6 +592,7 @@ fn validate_storage(cx: &Ctx<'_>, raw: Option<RawStorage>) -> Result<StorageConf
     Ok(StorageConfig {
         path,
         index_path,
+        audit_log,
         limits: ferry_storage::Limits {
             max_size,
             high_watermark,

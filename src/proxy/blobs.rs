@@ -46,6 +46,7 @@ impl Mirror {
                 route: route.clone(),
                 digest: digest.clone(),
                 fill: fill.clone(),
+                audit: self.audit.clone(),
             };
             tokio::spawn(job.run());
         } else {

@@ -110,6 +110,7 @@ pub struct FillJob {
     pub route: Route,
     pub digest: Digest,
     pub fill: Arc<Fill>,
+    pub audit: Option<ferry_storage::AuditLog>,
 }
 
 impl FillJob {
@@ -121,6 +122,7 @@ impl FillJob {
         let state = match outcome {
             Ok(size) => {
                 self.metrics.fills.with_label_values(&["committed"]).inc();
+                super::audit_fill(self.audit.as_ref(), &self.route, &self.digest, size);
                 FillState::Done { size }
             }
             Err(e) => {

@@ -94,6 +94,10 @@ impl Mirror {
             }),
         };
         if let Some((record, checked)) = &known {
+            if record.pinned {
+                // A promoted tag is immutable here: never revalidated, never moved.
+                return self.manifest_by_digest(route, &record.digest).await;
+            }
             if checked.elapsed() < ttl {
                 if let Some(m) = self.local_manifest(&record.digest).await? {
                     self.metrics.cache("manifest", "hit");
@@ -185,6 +189,7 @@ impl Mirror {
         let record = TagRecord {
             digest: reply.digest.clone(),
             checked_at: SystemTime::now(),
+            pinned: false,
         };
         if let Err(e) = self.meta.put_tag(key, &record).await {
             tracing::warn!(error = %e, "could not persist tag record");
@@ -266,7 +271,8 @@ impl Mirror {
             let mut w = self.store.writer(&digest, Some(bytes.len() as u64)).await?;
             w.set_media_type(&media_type);
             w.write(&bytes).await?;
-            w.commit().await?;
+            let size = w.commit().await?;
+            self.audit_fill(route, &digest, size);
         }
         self.meta
             .add_manifest(route.upstream.name(), route.repo.as_str(), &digest)

@@ -58,6 +58,8 @@ pub struct Mirror {
     fetches: coalesce::Coalesce<FetchKey, FetchResult>,
     /// Answer blob hits with a presigned store URL valid this long (S3 `redirect`).
     redirect: Option<std::time::Duration>,
+    /// Where committed fills are recorded.
+    audit: Option<ferry_storage::AuditLog>,
 }
 
 impl Mirror {
@@ -93,7 +95,19 @@ impl Mirror {
                 .build(),
             fetches: coalesce::Coalesce::default(),
             redirect: config.storage.redirect(),
+            audit: None,
         })
+    }
+
+    /// Records every committed fill in `log`.
+    pub fn with_audit(mut self, log: Option<ferry_storage::AuditLog>) -> Self {
+        self.audit = log;
+        self
+    }
+
+    /// Appends a committed fill of `digest` from `route` to the audit log.
+    fn audit_fill(&self, route: &Route, digest: &Digest, size: u64) {
+        audit_fill(self.audit.as_ref(), route, digest, size);
     }
 
     pub fn store(&self) -> &Arc<dyn BlobStore> {
@@ -114,6 +128,16 @@ impl Mirror {
             .ok_or(ProxyError::NoDefaultUpstream)?;
         crate::access::upstream(&self.configs[i].name);
         Ok(Route { upstream, repo })
+    }
+}
+
+fn audit_fill(log: Option<&ferry_storage::AuditLog>, route: &Route, digest: &Digest, size: u64) {
+    if let Some(log) = log {
+        log.record_or_warn(
+            ferry_storage::AuditEvent::new(ferry_storage::AuditAction::Fill, digest)
+                .size(size)
+                .repo(route.upstream.name(), route.repo.as_str()),
+        );
     }
 }
 

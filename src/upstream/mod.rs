@@ -20,7 +20,7 @@ use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
 use crate::oci::RepoName;
 
-pub use auth::{parse_challenge, Challenge};
+pub use auth::{parse_challenge, Challenge, TokenResponse};
 
 /// What went wrong talking to an upstream.
 #[derive(Debug, Clone, thiserror::Error)]
