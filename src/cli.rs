@@ -49,6 +49,70 @@ pub enum Command {
         #[arg(long)]
         insecure: bool,
     },
+    /// Copy the images a promotion manifest names into a node's store (pinned) and
+    /// into its destination registries: only what is missing, every digest verified.
+    Sync {
+        /// The promotion manifest (YAML); see config/promotion.yaml.
+        #[arg(long, short)]
+        manifest: PathBuf,
+        /// The node whose store to fill (the node must be stopped). Without it, only
+        /// the manifest's destination registries are written.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// File the images under this upstream of the node, by their manifest names
+        /// (default: the upstream the source registry's host routes to).
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Print the plan and copy nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Let a tag that already points elsewhere move (refused by default).
+        #[arg(long)]
+        allow_tag_move: bool,
+        /// Remove the node's promoted tags of the listed images that the manifest no
+        /// longer names, and the content only they held.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Write everything a promotion manifest names to an OCI image layout tarball.
+    Export {
+        #[arg(long, short)]
+        manifest: PathBuf,
+        /// The bundle to write (e.g. bundle.tar).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Load a bundle written by `ferry export` into a node's store (pinned) or a registry.
+    Import {
+        bundle: PathBuf,
+        /// The node whose store to fill (the node must be stopped).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// A registry to push to instead: http[s]://host[:port][/path].
+        #[arg(long)]
+        to: Option<String>,
+        /// See `sync --upstream`.
+        #[arg(long)]
+        upstream: Option<String>,
+        /// The registry the bundle's images came from, when the bundle does not say.
+        #[arg(long)]
+        registry: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        allow_tag_move: bool,
+    },
+    /// Compare a node's promoted content with a promotion manifest; exit non-zero on
+    /// anything missing or unexpected.
+    Audit {
+        #[arg(long, short)]
+        manifest: PathBuf,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// See `sync --upstream`.
+        #[arg(long)]
+        upstream: Option<String>,
+    },
     /// Validate a config file and print the effective settings.
     CheckConfig {
         /// The config file to check.

@@ -4,6 +4,7 @@ use clap::Parser;
 use ferry::cli::{Cli, Command};
 use ferry::config::server::{LogConfig, LogFormat};
 use ferry::config::Config;
+use ferry::promote::{commands, RunOptions};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -52,6 +53,70 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Err(anyhow::anyhow!("{url} answered {status}"))
                 }
             })
+        }
+        Command::Sync {
+            manifest,
+            config,
+            upstream,
+            dry_run,
+            allow_tag_move,
+            prune,
+        } => {
+            let opts = RunOptions {
+                dry_run,
+                allow_tag_move,
+                prune,
+            };
+            promotion_result(block_on(commands::sync(
+                &manifest,
+                config.as_deref(),
+                upstream.as_deref(),
+                opts,
+                &print_line,
+            ))?)
+        }
+        Command::Export { manifest, output } => {
+            promotion_result(block_on(commands::export(&manifest, &output, &print_line))?)
+        }
+        Command::Import {
+            bundle,
+            config,
+            to,
+            upstream,
+            registry,
+            dry_run,
+            allow_tag_move,
+        } => {
+            let opts = RunOptions {
+                dry_run,
+                allow_tag_move,
+                prune: false,
+            };
+            promotion_result(block_on(commands::import(
+                &bundle,
+                config.as_deref(),
+                to.as_deref(),
+                upstream.as_deref(),
+                registry.as_deref(),
+                opts,
+                &print_line,
+            ))?)
+        }
+        Command::Audit {
+            manifest,
+            config,
+            upstream,
+        } => {
+            let config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::embedded_default()?,
+            };
+            promotion_result(block_on(commands::audit(
+                &manifest,
+                &config,
+                upstream.as_deref(),
+                &print_line,
+            ))?)
         }
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
@@ -107,6 +172,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(ferry::serve(config, shutdown_signal()))?;
             Ok(())
         }
+    }
+}
+
+fn print_line(line: &str) {
+    println!("{line}");
+}
+
+fn block_on<T>(
+    fut: impl std::future::Future<Output = Result<T, ferry::promote::PromoteError>>,
+) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Runtime::new()?;
+    Ok(rt.block_on(fut)?)
+}
+
+fn promotion_result(outcome: commands::Outcome) -> anyhow::Result<()> {
+    if outcome.ok {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("failed (see above)"))
     }
 }
 

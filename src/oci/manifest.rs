@@ -64,6 +64,56 @@ pub fn media_type_of(bytes: &[u8]) -> Option<String> {
     Some(mt.to_owned())
 }
 
+/// A content descriptor: what a manifest says about one thing it points at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    pub media_type: String,
+    pub digest: ferry_storage::Digest,
+    pub size: u64,
+}
+
+/// What a manifest points at: further manifests (an index's entries) and blobs (a
+/// manifest's config and layers).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Children {
+    pub manifests: Vec<Descriptor>,
+    pub blobs: Vec<Descriptor>,
+}
+
+#[derive(serde::Deserialize)]
+struct ManifestShape {
+    #[serde(rename = "schemaVersion")]
+    schema_version: Option<u64>,
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    /// The short-lived OCI artifact manifest's list.
+    #[serde(default)]
+    blobs: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+/// Parses what a manifest or index refers to. Schema 1 manifests (long deprecated,
+/// and signed over their own bytes) are refused.
+pub fn children(bytes: &[u8]) -> Result<Children, String> {
+    let shape: ManifestShape =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))?;
+    match shape.schema_version {
+        Some(2) => {}
+        Some(1) => return Err("Docker schema 1 manifests are not supported".into()),
+        other => return Err(format!("unsupported schemaVersion {other:?}")),
+    }
+    let mut blobs: Vec<Descriptor> = shape.config.into_iter().collect();
+    blobs.extend(shape.layers);
+    blobs.extend(shape.blobs);
+    Ok(Children {
+        manifests: shape.manifests,
+        blobs,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +159,34 @@ mod tests {
         );
         assert_eq!(media_type_of(br#"{"schemaVersion":2}"#), None);
         assert_eq!(media_type_of(b"not json"), None);
+    }
+
+    #[test]
+    fn children_of_manifests_and_indexes() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{}","size":10}}]}}"#,
+            MediaTypes::OCI_MANIFEST,
+            d('a')
+        );
+        let c = children(index.as_bytes()).unwrap();
+        assert_eq!(c.manifests.len(), 1);
+        assert_eq!(c.manifests[0].digest.to_string(), d('a'));
+        assert!(c.blobs.is_empty());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"{}","size":2}},"layers":[{{"mediaType":"l","digest":"{}","size":3}}]}}"#,
+            d('b'),
+            d('c')
+        );
+        let c = children(manifest.as_bytes()).unwrap();
+        let sizes: Vec<u64> = c.blobs.iter().map(|b| b.size).collect();
+        assert_eq!(sizes, [2, 3]);
+        assert!(children(br#"{"schemaVersion":1,"fsLayers":[]}"#)
+            .unwrap_err()
+            .contains("schema 1"));
+        assert!(
+            children(br#"{"schemaVersion":2,"layers":[{"digest":"md5:x","size":1}]}"#).is_err()
+        );
+        assert!(children(b"[]").is_err());
     }
 }

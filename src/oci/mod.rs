@@ -9,6 +9,8 @@ mod range;
 
 pub use error::{ErrorCode, OciError};
 pub use ferry_storage::{Digest, DigestError};
-pub use manifest::{media_type_of, MediaTypes, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
+pub use manifest::{
+    children, media_type_of, Children, Descriptor, MediaTypes, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES,
+};
 pub use name::{Reference, RepoName, Tag};
 pub use range::{ByteRange, RangeError};

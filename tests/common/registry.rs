@@ -102,6 +102,17 @@ impl Registry {
         self.restart().await;
     }
 
+    /// Where distribution keeps a blob's bytes (to corrupt it behind its back).
+    pub fn blob_data_path(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     /// Pushes `image` as `repo:tag` with skopeo.
     pub fn push(&self, image: &Image, repo: &str, tag: &str) {
         let layout = tempfile::tempdir().unwrap();

@@ -1,0 +1,120 @@
+//! `ferry audit`: the promoter's auditor. Compares what a node holds as promoted
+//! (pinned content and immutable tags) with a promotion manifest, reading only the
+//! node's own store and index, so it works on an air-gapped node.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt::Write as _;
+
+use super::node::{NodeStore, Placement};
+use super::{is_legacy_referrer_tag, PromoteError, Promotion};
+use crate::oci::{children, Digest};
+
+pub struct AuditReport {
+    pub text: String,
+    pub problems: usize,
+}
+
+/// Checks every promoted digest (with all it references), every tag, and that the
+/// node holds no promoted tag or pinned content that the manifest does not name.
+pub async fn audit(
+    promotion: &Promotion,
+    node: &NodeStore,
+    placement: &Placement,
+) -> Result<AuditReport, PromoteError> {
+    let mut problems = BTreeSet::new();
+    let mut expected: HashSet<Digest> = HashSet::new();
+    let mut expected_tags = HashSet::new();
+    let upstream = &placement.upstream.name;
+    let tags = node.pinned_tags(upstream)?;
+    let mut checked = 0u64;
+    for image in &promotion.images {
+        let repo = placement.repo(&image.name)?.to_string();
+        for (root, wanted) in &image.dmap {
+            let mut todo = vec![(root.clone(), true)];
+            // Legacy referrer tags of what was promoted are expected, not required.
+            for ((r, tag), d) in &tags {
+                if *r == repo && is_legacy_referrer_tag(tag) {
+                    todo.push((d.clone(), true));
+                    expected_tags.insert((r.clone(), tag.clone()));
+                }
+            }
+            while let Some((d, is_manifest)) = todo.pop() {
+                if !expected.insert(d.clone()) {
+                    continue;
+                }
+                checked += 1;
+                let what = if d == *root {
+                    format!("{repo}@{d}")
+                } else {
+                    format!("{d} (of {repo}@{root})")
+                };
+                if node.store.inner().stat(&d).await?.is_none() {
+                    problems.insert(format!("MISSING {what}: not in the store"));
+                    continue;
+                }
+                match node.index().entry(&d)? {
+                    None => {
+                        problems.insert(format!("UNINDEXED {what}: stored but not in the index"));
+                    }
+                    Some(e) if !e.pinned => {
+                        problems.insert(format!("UNPINNED {what}: evictable"));
+                    }
+                    Some(_) => {}
+                }
+                if is_manifest {
+                    if let Some(bytes) = node.manifest_bytes(&d).await? {
+                        if let Ok(kids) = children(&bytes) {
+                            todo.extend(kids.manifests.into_iter().map(|m| (m.digest, true)));
+                            todo.extend(kids.blobs.into_iter().map(|b| (b.digest, false)));
+                        }
+                    }
+                }
+            }
+            for tag in wanted {
+                expected_tags.insert((repo.clone(), tag.to_string()));
+                match tags.get(&(repo.clone(), tag.to_string())) {
+                    None => {
+                        problems.insert(format!("MISSING tag {repo}:{tag} (should be {root})"));
+                    }
+                    Some(d) if d != root => {
+                        problems.insert(format!(
+                            "MOVED tag {repo}:{tag} is {d}; the manifest says {root}"
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    for ((repo, tag), d) in &tags {
+        if !expected_tags.contains(&(repo.clone(), tag.clone())) {
+            problems.insert(format!(
+                "UNEXPECTED tag {repo}:{tag} ({d}) is promoted but not in the manifest"
+            ));
+        }
+    }
+    for (d, e) in node.index().blobs()? {
+        if e.pinned && !expected.contains(&d) {
+            problems.insert(format!(
+                "UNEXPECTED pinned {d} ({} bytes) is not named by the manifest",
+                e.size
+            ));
+        }
+    }
+    let mut text = String::new();
+    for p in &problems {
+        let _ = writeln!(text, "{p}");
+    }
+    let _ = writeln!(
+        text,
+        "audit of {} ({upstream}) against {}: {checked} digest(s) and {} tag(s) checked, {} problem(s)",
+        node.config.storage.location(),
+        promotion.source_file,
+        expected_tags.len(),
+        problems.len()
+    );
+    Ok(AuditReport {
+        text,
+        problems: problems.len(),
+    })
+}
