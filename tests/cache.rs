@@ -103,6 +103,28 @@ async fn eviction_keeps_the_store_under_its_limit_during_concurrent_pulls() {
     );
     assert!(ferry.metric("ferry_evictions_total", &[]) > 0.0);
     assert!(ferry.metric("ferry_cache_bytes", &[]) <= max as f64);
+    // Every fill and every eviction is in the audit log, by the node itself.
+    let (events, bad) = ferry_storage::AuditLog::read(&ferry.data.join("audit.jsonl")).unwrap();
+    assert!(bad.is_empty(), "unparseable audit lines {bad:?}");
+    let count = |a: ferry_storage::AuditAction| events.iter().filter(|e| e.action == a).count();
+    let evicted = ferry.metric("ferry_evictions_total", &[]) as usize;
+    // (The metric is sampled by the janitor, so it may trail the log.)
+    assert!(evicted > 0 && count(ferry_storage::AuditAction::Evict) >= evicted);
+    let fill = events
+        .iter()
+        .find(|e| {
+            e.action == ferry_storage::AuditAction::Fill && e.digest == images[5].layers[0].digest
+        })
+        .expect("a fill of app5's layer");
+    assert_eq!(
+        (
+            fill.actor.as_str(),
+            fill.upstream.as_deref(),
+            fill.repo.as_deref()
+        ),
+        ("proxy", Some("local"), Some("team/app5"))
+    );
+    assert_eq!(fill.size, Some(images[5].layers[0].bytes.len() as u64));
 }
 
 #[tokio::test]

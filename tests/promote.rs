@@ -637,3 +637,67 @@ async fn bad_manifests_get_a_clear_message() {
         "{out}"
     );
 }
+
+// The fake upstream runs on this runtime while the binary is waited for: two threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_from_the_api_come_along_from_a_token_authenticated_source() {
+    let fake = common::fake::FakeUpstream::start().await;
+    fake.require_bearer(Some(("robot", "s3cret")));
+    let layer = fake.add_blob(vec![7u8; 4096]);
+    let config = fake.add_blob(&b"{\"architecture\":\"amd64\",\"os\":\"linux\"}"[..]);
+    let desc = |mt: &str, d: &str, size: usize| json!({"mediaType": mt, "digest": d, "size": size});
+    let subject_body = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": desc("application/vnd.oci.image.config.v1+json", &config, 37),
+        "layers": [desc("application/vnd.oci.image.layer.v1.tar", &layer, 4096)],
+    }))
+    .unwrap();
+    let subject = fake.add_manifest("team/app", "v1", &subject_body, OCI_MANIFEST);
+    let sbom = fake.add_blob(&b"{\"spdxVersion\":\"SPDX-2.3\"}"[..]);
+    let empty = fake.add_blob(&b"{}"[..]);
+    let referrer_body = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/spdx+json",
+        "config": desc("application/vnd.oci.empty.v1+json", &empty, 2),
+        "layers": [desc("application/spdx+json", &sbom, 26)],
+        "subject": desc(OCI_MANIFEST, &subject, subject_body.len()),
+    }))
+    .unwrap();
+    let referrer = fake.add_manifest("team/app", "sbom", &referrer_body, OCI_MANIFEST);
+    let mut d = desc(OCI_MANIFEST, &referrer, referrer_body.len());
+    d["artifactType"] = json!("application/spdx+json");
+    fake.add_referrer(&subject, "application/spdx+json", d);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = node_config(dir.path(), &fake.url, None);
+    let cfg_s = cfg.display().to_string();
+    std::fs::write(dir.path().join("password"), "s3cret\n").unwrap();
+    let p = write_manifest(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "registries:\n  - name: {}\n    src: true\n    username: robot\n    password_file: password\nimages:\n  - name: team/app\n    referrers: true\n    dmap: {{'{subject}': [v1]}}\n",
+            fake.url
+        ),
+    );
+    let out = ok(&["sync", "--manifest", &p, "--config", &cfg_s]);
+    let stored = stored_blobs(&dir.path().join("data"));
+    for d in [&subject, &config, &layer, &referrer, &sbom, &empty] {
+        assert!(stored.contains(d), "{d} missing:\n{out}");
+    }
+    // The referrer is pinned content the audit accepts (its subject is promoted).
+    let audit = ok(&["audit", "--manifest", &p, "--config", &cfg_s]);
+    assert!(audit.contains(" 0 problem(s)"), "{audit}");
+    // Without referrers, the same manifest's audit finds the SBOM unexpected.
+    let p2 = write_manifest(
+        dir.path(),
+        "p2.yaml",
+        &std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("    referrers: true\n", ""),
+    );
+    let audit = fails(&["audit", "--manifest", &p2, "--config", &cfg_s]);
+    assert!(
+        audit.contains(&format!("UNEXPECTED pinned {referrer}")),
+        "{audit}"
+    );
+}

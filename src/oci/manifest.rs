@@ -79,6 +79,8 @@ pub struct Descriptor {
 pub struct Children {
     pub manifests: Vec<Descriptor>,
     pub blobs: Vec<Descriptor>,
+    /// What this manifest refers to, when it is a referrer (a signature, an SBOM).
+    pub subject: Option<Descriptor>,
 }
 
 #[derive(serde::Deserialize)]
@@ -93,6 +95,7 @@ struct ManifestShape {
     blobs: Vec<Descriptor>,
     #[serde(default)]
     manifests: Vec<Descriptor>,
+    subject: Option<Descriptor>,
 }
 
 /// Parses what a manifest or index refers to. Schema 1 manifests (long deprecated,
@@ -111,6 +114,7 @@ pub fn children(bytes: &[u8]) -> Result<Children, String> {
     Ok(Children {
         manifests: shape.manifests,
         blobs,
+        subject: shape.subject,
     })
 }
 

@@ -25,6 +25,7 @@ pub async fn audit(
     let mut expected: HashSet<Digest> = HashSet::new();
     let mut expected_tags = HashSet::new();
     let upstream = &placement.upstream.name;
+    let with_referrers = promotion.images.iter().any(|i| i.referrers);
     let tags = node.pinned_tags(upstream)?;
     let mut checked = 0u64;
     for image in &promotion.images {
@@ -91,6 +92,32 @@ pub async fn audit(
             problems.insert(format!(
                 "UNEXPECTED tag {repo}:{tag} ({d}) is promoted but not in the manifest"
             ));
+        }
+    }
+    if with_referrers {
+        // Referrers found through the referrers API have no tag: they are expected
+        // when their subject is (and so is everything under them).
+        loop {
+            let mut adopted = Vec::new();
+            for (d, e) in node.index().blobs()? {
+                if !e.pinned || expected.contains(&d) {
+                    continue;
+                }
+                let Some(bytes) = node.manifest_bytes(&d).await? else {
+                    continue;
+                };
+                if let Ok(Some(subject)) = children(&bytes).map(|c| c.subject) {
+                    if expected.contains(&subject.digest) {
+                        adopted.push(d);
+                    }
+                }
+            }
+            if adopted.is_empty() {
+                break;
+            }
+            for d in adopted {
+                expected.extend(node.stored_closure(&d).await?);
+            }
         }
     }
     for (d, e) in node.index().blobs()? {
