@@ -333,4 +333,14 @@ images:
             assert!(e.contains(msg), "{text}: {e}");
         }
     }
+
+    #[test]
+    fn the_example_manifest_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/promotion.yaml");
+        let p = Promotion::load(&path).unwrap();
+        assert_eq!(p.src.prefix, "staging");
+        assert!(p.destinations.is_empty());
+        assert!(p.images[0].referrers);
+        assert_eq!(p.images[0].dmap.len(), 2);
+    }
 }
