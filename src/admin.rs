@@ -47,23 +47,8 @@ pub async fn run(cmd: &IndexCommand, config: &Config) -> Result<Outcome, AdminEr
             path.display()
         )));
     }
-    let index = tokio::task::spawn_blocking(move || if writes { Index::open(&path) } else { Index::open_read_only(&path) })
-        .await
-        .map_err(|e| AdminError::Usage(e.to_string()))?
-        .map_err(|e| match e {
-            IndexError::Locked(_) => AdminError::Usage(format!(
-                "{e}\nthis command changes the index: stop the node first (stats, ls and check work while it runs)"
-            )),
-            other => AdminError::Index(other),
-        })?;
-    let index = Arc::new(index);
-    let backend = crate::open_backend(&config.storage, false).await?;
-    let mut store = IndexedStore::new(backend, index.clone(), config.storage.limits);
-    if writes {
-        if let Some(log) = crate::open_audit(&config.storage, &crate::cli_actor())? {
-            store = store.with_audit(log);
-        }
-    }
+    let store = open_offline(config, writes).await?;
+    let index = store.index().clone();
     let outcome = match cmd {
         IndexCommand::Stats => stats(&index, config)?,
         IndexCommand::Ls { order, limit } => ls(&index, *order, *limit)?,
@@ -76,6 +61,37 @@ pub async fn run(cmd: &IndexCommand, config: &Config) -> Result<Outcome, AdminEr
         index.sync()?;
     }
     Ok(outcome)
+}
+
+/// Opens a node's store and index from outside the node: for writing (RocksDB
+/// allows one writer, so the node must be stopped; changes are recorded in the audit
+/// log as `cli:<user>`) or read-only (works beside a running node).
+pub async fn open_offline(config: &Config, write: bool) -> Result<IndexedStore, AdminError> {
+    let path = config.storage.index_path.clone();
+    let index = tokio::task::spawn_blocking(move || {
+        if write {
+            Index::open(&path)
+        } else {
+            Index::open_read_only(&path)
+        }
+    })
+    .await
+    .map_err(|e| AdminError::Usage(e.to_string()))?
+    .map_err(|e| match e {
+        IndexError::Locked(_) => AdminError::Usage(format!(
+            "{e}\nthis command changes the store: stop the node first (RocksDB allows one writer; \
+             commands that only read work while it runs)"
+        )),
+        other => AdminError::Index(other),
+    })?;
+    let backend = crate::open_backend(&config.storage, false).await?;
+    let mut store = IndexedStore::new(backend, Arc::new(index), config.storage.limits);
+    if write {
+        if let Some(log) = crate::open_audit(&config.storage, &crate::cli_actor())? {
+            store = store.with_audit(log);
+        }
+    }
+    Ok(store)
 }
 
 fn human(bytes: u64) -> String {

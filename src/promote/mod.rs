@@ -54,6 +54,8 @@ pub enum PromoteError {
     Index(#[from] IndexError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 fn key_suffix(key: &str) -> String {

@@ -10,8 +10,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use ferry_storage::store::{read_to_vec, ByteStream};
 use ferry_storage::{
-    AuditAction, AuditEvent, AuditLog, BlobStore as _, Index, IndexError, IndexedStore, TagKey,
-    TagRecord,
+    AuditAction, AuditEvent, AuditLog, BlobStore as _, Index, IndexedStore, TagKey, TagRecord,
 };
 
 use super::{Closure, ManifestItem, PromoteError, RegistryRef, Sink, TagTarget};
@@ -27,37 +26,11 @@ pub struct NodeStore {
 impl NodeStore {
     /// Opens a stopped node's store and index for writing (or reading only).
     pub async fn open(config: &Config, write: bool) -> Result<Self, PromoteError> {
-        let path = config.storage.index_path.clone();
-        let index = tokio::task::spawn_blocking(move || {
-            if write {
-                Index::open(&path)
-            } else {
-                Index::open_read_only(&path)
-            }
-        })
-        .await
-        .map_err(|e| PromoteError::Usage(e.to_string()))?
-        .map_err(|e| match e {
-            IndexError::Locked(_) => PromoteError::Usage(format!(
-                "{e}\nwriting a node's store needs the node stopped (RocksDB has one writer); \
-                 stop it, or promote into a registry destination instead"
-            )),
-            other => PromoteError::Index(other),
-        })?;
-        let backend = crate::open_backend(&config.storage, false).await?;
-        let audit = if write {
-            crate::open_audit(&config.storage, &crate::cli_actor())?
-        } else {
-            None
-        };
-        let mut store = IndexedStore::new(backend, Arc::new(index), config.storage.limits);
-        if let Some(log) = audit.clone() {
-            store = store.with_audit(log);
-        }
+        let store = crate::admin::open_offline(config, write).await?;
         Ok(Self {
+            audit: store.audit().cloned(),
             store: Arc::new(store),
             config: config.clone(),
-            audit,
         })
     }
 

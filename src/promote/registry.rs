@@ -15,7 +15,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::{Closure, ManifestItem, PromoteError, RegistryRef, Sink, TagTarget};
 use crate::oci::{Descriptor, Digest, RepoName, Tag, MANIFEST_ACCEPT};
-use crate::upstream::{parse_challenge, Challenge, TokenResponse};
+use crate::upstream::{describe, parse_challenge, Challenge, TokenResponse};
 
 pub struct RegistrySink {
     reg: RegistryRef,
@@ -321,16 +321,4 @@ impl Sink for RegistrySink {
     async fn finish(&self) -> Result<(), PromoteError> {
         Ok(())
     }
-}
-
-/// A request error with its causes (the verifying stream's digest error among them).
-fn describe(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }

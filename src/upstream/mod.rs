@@ -339,7 +339,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// A reqwest error with its cause chain, without the URL's query string.
-fn describe(e: &reqwest::Error) -> String {
+pub fn describe(e: &reqwest::Error) -> String {
     let mut s = if e.is_timeout() {
         "timed out".to_owned()
     } else if e.is_connect() {
