@@ -440,7 +440,6 @@ pub struct Totals {
 }
 
 pub struct Report {
-    pub text: String,
     pub ok: bool,
     pub totals: Totals,
 }
@@ -490,7 +489,6 @@ pub async fn run(
     opts: RunOptions,
     out: Out<'_>,
 ) -> Result<Report, PromoteError> {
-    let mut text = String::new();
     let mut ok = true;
     let mut totals = Totals::default();
     // Plan everything first: a refused tag move stops the run before any copy.
@@ -531,7 +529,6 @@ pub async fn run(
             human(bytes)
         );
         out(&line);
-        let _ = writeln!(text, "{line}");
         for step in steps {
             let c = &closures[step.closure];
             if step.is_noop() {
@@ -559,25 +556,18 @@ pub async fn run(
                 if tags.is_empty() { "" } else { ", tags" },
             );
             out(&line);
-            let _ = writeln!(text, "{line}");
         }
     }
     if !conflicts.is_empty() {
         for line in &conflicts {
             out(line);
-            let _ = writeln!(text, "{line}");
         }
         let line = format!(
             "refused: {} tag(s) would move; promoted tags are immutable (--allow-tag-move overrides). Nothing was copied.",
             conflicts.len()
         );
         out(&line);
-        let _ = writeln!(text, "{line}");
-        return Ok(Report {
-            text,
-            ok: false,
-            totals,
-        });
+        return Ok(Report { ok: false, totals });
     }
     let keep = desired_tags(closures);
     let keep_digests: HashSet<Digest> =
@@ -587,13 +577,11 @@ pub async fn run(
             for sink in sinks {
                 for line in sink.prune(&keep, &keep_digests, true).await? {
                     out(&line);
-                    let _ = writeln!(text, "{line}");
                 }
             }
         }
         out("dry run: nothing copied");
-        let _ = writeln!(text, "dry run: nothing copied");
-        return Ok(Report { text, ok, totals });
+        return Ok(Report { ok, totals });
     }
     let bars = MultiProgress::new();
     for (sink, steps) in sinks.iter().zip(&plans) {
@@ -641,7 +629,6 @@ pub async fn run(
                         }
                     );
                     bars.suspend(|| out(&line));
-                    let _ = writeln!(text, "{line}");
                 }
             }
         }
@@ -649,7 +636,6 @@ pub async fn run(
         if opts.prune {
             for line in sink.prune(&keep, &keep_digests, false).await? {
                 bars.suspend(|| out(&line));
-                let _ = writeln!(text, "{line}");
             }
         }
         sink.finish().await?;
@@ -664,8 +650,7 @@ pub async fn run(
         totals.failed
     );
     out(&line);
-    let _ = writeln!(text, "{line}");
-    Ok(Report { text, ok, totals })
+    Ok(Report { ok, totals })
 }
 
 fn desired_tags(closures: &[Closure]) -> BTreeMap<RepoName, Vec<TagTarget>> {
