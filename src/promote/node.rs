@@ -197,16 +197,9 @@ impl Sink for NodeSink {
 
     async fn has_blob(&self, _image: &RepoName, blob: &Descriptor) -> Result<bool, PromoteError> {
         // Ask the store itself: content deleted behind the index's back is missing.
-        let Some(size) = self.node.store.inner().stat(&blob.digest).await? else {
-            if self.node.index().entry(&blob.digest)?.is_some() {
-                self.node.index().remove_blob(&blob.digest)?;
-            }
-            return Ok(false);
-        };
-        if self.node.index().entry(&blob.digest)?.is_none() {
-            self.node.index().insert_blob(&blob.digest, size, None)?;
-        }
-        Ok(size == blob.size)
+        // Planning changes nothing (a dry run must not); `complete` fixes the index.
+        let size = self.node.store.inner().stat(&blob.digest).await?;
+        Ok(size == Some(blob.size))
     }
 
     async fn put_blob(
@@ -225,18 +218,8 @@ impl Sink for NodeSink {
             .record(self.event(self.action, image, &blob.digest)?.size(size))
     }
 
-    async fn has_manifest(&self, image: &RepoName, digest: &Digest) -> Result<bool, PromoteError> {
-        let present = self.node.store.inner().stat(digest).await?.is_some()
-            && self.node.index().entry(digest)?.is_some();
-        if present {
-            // The repository record may be missing (content shared with another repo).
-            self.node.index().add_manifest(
-                &self.placement.upstream.name,
-                self.placement.repo(image)?.as_str(),
-                digest,
-            )?;
-        }
-        Ok(present)
+    async fn has_manifest(&self, _image: &RepoName, digest: &Digest) -> Result<bool, PromoteError> {
+        Ok(self.node.store.inner().stat(digest).await?.is_some())
     }
 
     async fn put_manifest(
@@ -252,11 +235,6 @@ impl Sink for NodeSink {
         writer.set_media_type(&item.media_type);
         writer.write(&item.bytes).await?;
         let size = writer.commit().await?;
-        self.node.index().add_manifest(
-            &self.placement.upstream.name,
-            self.placement.repo(image)?.as_str(),
-            &item.digest,
-        )?;
         self.node
             .record(self.event(self.action, image, &item.digest)?.size(size))
     }
@@ -293,16 +271,30 @@ impl Sink for NodeSink {
     }
 
     async fn complete(&self, closure: &Closure) -> Result<u64, PromoteError> {
+        let index = self.node.index();
+        let repo = self.placement.repo(&closure.image)?;
+        for m in &closure.manifests {
+            // Also for manifests the store already had from another repository.
+            index.add_manifest(&self.placement.upstream.name, repo.as_str(), &m.digest)?;
+        }
         let mut pinned = 0;
         for d in closure.digests() {
-            let Some(entry) = self.node.index().entry(d)? else {
-                return Err(PromoteError::Dest(format!(
-                    "{}: {d} is not in the index",
-                    self.describe()
-                )));
+            let entry = match index.entry(d)? {
+                Some(e) => e,
+                // Stored but not indexed (a crash between commit and index write, or
+                // another node's object in a shared bucket): index it now.
+                None => {
+                    let size = self.node.store.inner().stat(d).await?.ok_or_else(|| {
+                        PromoteError::Dest(format!("{}: {d} is not in the store", self.describe()))
+                    })?;
+                    index.insert_blob(d, size, None)?;
+                    index.entry(d)?.ok_or_else(|| {
+                        PromoteError::Dest(format!("{}: {d} is not in the index", self.describe()))
+                    })?
+                }
             };
             if !entry.pinned {
-                self.node.index().set_pinned(d, true)?;
+                index.set_pinned(d, true)?;
                 self.node.record(
                     self.event(AuditAction::Pin, &closure.image, d)?
                         .size(entry.size),
