@@ -219,7 +219,10 @@ async fn sync_into_an_fs_node_is_verified_pinned_idempotent_and_immutable() {
     assert!(out.contains("team/app@"), "{out}");
     assert!(out.contains("dry run: nothing copied"), "{out}");
     assert!(stored_blobs(&data).is_empty());
-    assert!(audit_events(&data).is_empty(), "a dry run changed the store");
+    assert!(
+        audit_events(&data).is_empty(),
+        "a dry run changed the store"
+    );
 
     let out = ok(&["sync", "--manifest", &p, "--config", &cfg_s]);
     // app: manifest + config + 2 layers; multi: index + 2 × (manifest + config + layer);
