@@ -302,6 +302,24 @@ async fn sync_into_an_fs_node_is_verified_pinned_idempotent_and_immutable() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["docker-content-digest"].to_str().unwrap(), sig);
+    // The tag list comes from the node while the upstream is down.
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/v2/team/app/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let list: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(list, json!({"name": "team/app", "tags": ["v1", "v1.0.0"]}));
+    let r = client()
+        .get(format!(
+            "http://127.0.0.1:{port}/v2/team/app/tags/list?n=1&last=v1"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let list: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(list["tags"], json!(["v1.0.0"]));
     // Syncing into a running node is refused with the reason.
     let out = fails(&["sync", "--manifest", &p, "--config", &cfg_s]);
     assert!(out.contains("stop"), "{out}");

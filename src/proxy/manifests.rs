@@ -300,7 +300,7 @@ impl Mirror {
         if let Some(last) = last {
             query.push(("last", last.to_owned()));
         }
-        let resp = route
+        let resp = match route
             .upstream
             .request(
                 Method::GET,
@@ -310,7 +310,22 @@ impl Mirror {
                 HeaderMap::new(),
             )
             .await
-            .map_err(ProxyError::upstream(Kind::Tags))?;
+        {
+            Ok(resp) => resp,
+            Err(err) => {
+                let e = ProxyError::Upstream {
+                    kind: Kind::Tags,
+                    err,
+                };
+                if e.upstream_is_down() {
+                    if let Some(reply) = self.local_tags(route, n, last).await? {
+                        tracing::warn!(upstream = route.upstream.name(), repo = %route.repo, error = %e, "listing the tags this node knows");
+                        return Ok(reply);
+                    }
+                }
+                return Err(e);
+            }
+        };
         let next = resp
             .headers()
             .get(LINK)
@@ -318,6 +333,36 @@ impl Mirror {
             .and_then(parse_next_link);
         let body = read_limited(resp, MAX_LIST_BYTES, route.upstream.name(), &self.metrics).await?;
         Ok(TagsReply { body, next })
+    }
+
+    /// The tags this node holds for a repository (promoted, and cached from earlier
+    /// answers), as the upstream would list them: sorted, after `last`, at most `n`.
+    /// `None` when it knows none.
+    async fn local_tags(
+        &self,
+        route: &Route,
+        n: Option<&str>,
+        last: Option<&str>,
+    ) -> Result<Option<TagsReply>, ProxyError> {
+        let mut tags = self
+            .meta
+            .repo_tags(route.upstream.name(), route.repo.as_str())
+            .await?;
+        if tags.is_empty() {
+            return Ok(None);
+        }
+        if let Some(last) = last {
+            tags.retain(|t| t.as_str() > last);
+        }
+        if let Some(n) = n.and_then(|n| n.parse::<usize>().ok()) {
+            tags.truncate(n);
+        }
+        self.metrics.cache("tags", "stale");
+        let body = serde_json::json!({"name": route.repo.as_str(), "tags": tags});
+        Ok(Some(TagsReply {
+            body: body.to_string().into(),
+            next: None,
+        }))
     }
 
     /// Referrers of a digest, passed through and cached for the manifest TTL.

@@ -621,6 +621,27 @@ impl Index {
         self.db.write(batch).map_err(db_err)
     }
 
+    /// The tags recorded for one repository of one upstream, with their records,
+    /// in tag order.
+    pub fn repo_tags(
+        &self,
+        upstream: &str,
+        repo: &str,
+    ) -> Result<Vec<(String, TagRecord)>, IndexError> {
+        let prefix = [upstream.as_bytes(), b"\0", repo.as_bytes(), b"\0"].concat();
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_TAGS)?, &prefix) {
+            let (k, v) = item.map_err(db_err)?;
+            let Some(tag) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if let Some(record) = decode_tag(&v) {
+                out.push((String::from_utf8_lossy(tag).into_owned(), record));
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes a tag record; `Ok(false)` when there was none.
     pub fn remove_tag(&self, key: &TagKey) -> Result<bool, IndexError> {
         let Some(old) = self.get_tag_sync(key)? else {
@@ -702,6 +723,12 @@ impl MetaStore for Index {
         digest: &Digest,
     ) -> Result<(), StoreError> {
         Ok(Index::add_manifest(self, upstream, repo, digest)?)
+    }
+    async fn repo_tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>, StoreError> {
+        Ok(Index::repo_tags(self, upstream, repo)?
+            .into_iter()
+            .map(|(tag, _)| tag)
+            .collect())
     }
 }
 
