@@ -722,4 +722,27 @@ async fn referrers_from_the_api_come_along_from_a_token_authenticated_source() {
         audit.contains(&format!("UNEXPECTED pinned {referrer}")),
         "{audit}"
     );
+
+    // Offline, the node answers the referrers API from what it holds.
+    drop(fake);
+    let node = Node::start(dir.path(), &std::fs::read_to_string(&cfg).unwrap()).await;
+    let url = format!("{}/v2/team/app/referrers/{subject}", node.url);
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let index: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    assert_eq!(index["manifests"][0]["digest"], json!(referrer));
+    assert_eq!(
+        index["manifests"][0]["artifactType"],
+        json!("application/spdx+json")
+    );
+    let r = client()
+        .get(format!("{url}?artifactType=application/vnd.dev.cosign"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let index: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(index["manifests"], json!([]), "{index}");
+    node.terminate();
 }

@@ -365,6 +365,63 @@ impl Mirror {
         }))
     }
 
+    /// The referrers of `digest` among the manifests this node holds for the
+    /// repository (promoted signatures and attestations), as an OCI image index.
+    async fn local_referrers(
+        &self,
+        route: &Route,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<ReferrersReply, ProxyError> {
+        let mut manifests = Vec::new();
+        for d in self
+            .meta
+            .repo_manifests(route.upstream.name(), route.repo.as_str())
+            .await?
+        {
+            let Some(m) = self.local_manifest(&d).await? else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.bytes) else {
+                continue;
+            };
+            let subject = v.pointer("/subject/digest").and_then(|s| s.as_str());
+            if subject != Some(digest.to_string().as_str()) {
+                continue;
+            }
+            // The spec: artifactType, else the config's media type.
+            let kind = v
+                .get("artifactType")
+                .or_else(|| v.pointer("/config/mediaType"))
+                .and_then(|t| t.as_str())
+                .unwrap_or_default();
+            if artifact_type.is_some_and(|want| want != kind) {
+                continue;
+            }
+            let mut desc = serde_json::json!({
+                "mediaType": m.media_type,
+                "digest": m.digest.to_string(),
+                "size": m.bytes.len(),
+                "artifactType": kind,
+            });
+            if let Some(a) = v.get("annotations") {
+                desc["annotations"] = a.clone();
+            }
+            manifests.push(desc);
+        }
+        self.metrics.cache("referrers", "stale");
+        let body = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MediaTypes::OCI_INDEX,
+            "manifests": manifests,
+        });
+        Ok(ReferrersReply {
+            body: body.to_string().into(),
+            content_type: MediaTypes::OCI_INDEX.to_owned(),
+            filters_applied: artifact_type.map(|_| "artifactType".into()),
+        })
+    }
+
     /// Referrers of a digest, passed through and cached for the manifest TTL.
     pub async fn referrers(
         &self,
@@ -391,7 +448,7 @@ impl Mirror {
             .map(|t| ("artifactType", t.to_owned()))
             .into_iter()
             .collect();
-        let resp = route
+        let resp = match route
             .upstream
             .request(
                 Method::GET,
@@ -401,7 +458,20 @@ impl Mirror {
                 HeaderMap::new(),
             )
             .await
-            .map_err(ProxyError::upstream(Kind::Referrers))?;
+        {
+            Ok(resp) => resp,
+            Err(err) => {
+                let e = ProxyError::Upstream {
+                    kind: Kind::Referrers,
+                    err,
+                };
+                if e.upstream_is_down() {
+                    tracing::warn!(upstream = route.upstream.name(), repo = %route.repo, %digest, error = %e, "listing the referrers this node holds");
+                    return self.local_referrers(route, digest, artifact_type).await;
+                }
+                return Err(e);
+            }
+        };
         let content_type = resp
             .headers()
             .get(CONTENT_TYPE)

@@ -642,6 +642,22 @@ impl Index {
         Ok(out)
     }
 
+    /// The manifests recorded for one repository of one upstream.
+    pub fn repo_manifests(&self, upstream: &str, repo: &str) -> Result<Vec<Digest>, IndexError> {
+        let prefix = [upstream.as_bytes(), b"\0", repo.as_bytes(), b"\0"].concat();
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_MANIFESTS)?, &prefix) {
+            let (k, _) = item.map_err(db_err)?;
+            let Some(digest) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if let Some(d) = Digest::from_bytes(digest) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes a tag record; `Ok(false)` when there was none.
     pub fn remove_tag(&self, key: &TagKey) -> Result<bool, IndexError> {
         let Some(old) = self.get_tag_sync(key)? else {
@@ -723,6 +739,9 @@ impl MetaStore for Index {
         digest: &Digest,
     ) -> Result<(), StoreError> {
         Ok(Index::add_manifest(self, upstream, repo, digest)?)
+    }
+    async fn repo_manifests(&self, upstream: &str, repo: &str) -> Result<Vec<Digest>, StoreError> {
+        Ok(Index::repo_manifests(self, upstream, repo)?)
     }
     async fn repo_tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>, StoreError> {
         Ok(Index::repo_tags(self, upstream, repo)?

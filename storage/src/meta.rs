@@ -41,6 +41,8 @@ pub trait MetaStore: Send + Sync + 'static {
         repo: &str,
         digest: &Digest,
     ) -> Result<(), StoreError>;
+    /// The manifests this node holds for a repository.
+    async fn repo_manifests(&self, upstream: &str, repo: &str) -> Result<Vec<Digest>, StoreError>;
     /// The tags this node knows for a repository (promoted ones and those it cached),
     /// sorted: what it can list when the upstream cannot be asked.
     async fn repo_tags(&self, upstream: &str, repo: &str) -> Result<Vec<String>, StoreError>;
