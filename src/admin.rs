@@ -94,7 +94,8 @@ pub async fn open_offline(config: &Config, write: bool) -> Result<IndexedStore, 
     Ok(store)
 }
 
-fn human(bytes: u64) -> String {
+/// Bytes in binary units, one decimal: `3.0 MiB`.
+pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut u = 0;
@@ -349,22 +350,28 @@ async fn pin(
 
 /// `root` and every digest reachable from it through the manifests the store
 /// holds (configs, layers, an index's manifests), whether or not the store holds
-/// the digest itself.
+/// the digest itself. Only `root` and the manifests under it are read: configs and
+/// layers are named, never opened.
 pub async fn reachable(
     store: &IndexedStore,
     root: &Digest,
 ) -> Result<Vec<Digest>, ferry_storage::StoreError> {
-    let mut todo = vec![root.clone()];
+    let mut todo = vec![(root.clone(), true)];
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    while let Some(d) = todo.pop() {
+    while let Some((d, may_be_manifest)) = todo.pop() {
         if !seen.insert(d.clone()) {
             continue;
         }
-        if let Some(body) = store.inner().get(&d, None).await? {
-            if body.size <= MAX_MANIFEST_BYTES as u64 {
-                let bytes = read_to_vec(body.stream, MAX_MANIFEST_BYTES).await?;
-                todo.extend(referenced(&bytes));
+        if may_be_manifest {
+            if let Some(body) = store.inner().get(&d, None).await? {
+                if body.size <= MAX_MANIFEST_BYTES as u64 {
+                    let bytes = read_to_vec(body.stream, MAX_MANIFEST_BYTES).await?;
+                    if let Ok(c) = crate::oci::children(&bytes) {
+                        todo.extend(c.manifests.into_iter().map(|m| (m.digest, true)));
+                        todo.extend(c.blobs.into_iter().map(|b| (b.digest, false)));
+                    }
+                }
             }
         }
         out.push(d);
@@ -372,47 +379,12 @@ pub async fn reachable(
     Ok(out)
 }
 
-/// Digests a manifest or index refers to; nothing for other content.
-fn referenced(bytes: &[u8]) -> Vec<Digest> {
-    match crate::oci::children(bytes) {
-        Ok(c) => c
-            .manifests
-            .into_iter()
-            .chain(c.blobs)
-            .map(|d| d.digest)
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn references_of_manifests_and_indexes() {
-        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
-        let m = format!(
-            r#"{{"schemaVersion":2,"config":{{"digest":"{}","size":1}},"layers":[{{"digest":"{}","size":2}}]}}"#,
-            d('a'),
-            d('b')
-        );
-        assert_eq!(
-            referenced(m.as_bytes()),
-            vec![
-                Digest::parse(&d('a')).unwrap(),
-                Digest::parse(&d('b')).unwrap()
-            ]
-        );
-        let i = format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}","size":3}}]}}"#,
-            d('c')
-        );
-        assert_eq!(
-            referenced(i.as_bytes()),
-            vec![Digest::parse(&d('c')).unwrap()]
-        );
-        assert!(referenced(br#"{"architecture":"amd64"}"#).is_empty());
+    fn human_sizes() {
         assert_eq!(human(512), "512 B");
         assert_eq!(human(3 << 20), "3.0 MiB");
     }

@@ -192,5 +192,7 @@ mod tests {
             children(br#"{"schemaVersion":2,"layers":[{"digest":"md5:x","size":1}]}"#).is_err()
         );
         assert!(children(b"[]").is_err());
+        // An image config is JSON but names nothing.
+        assert!(children(br#"{"architecture":"amd64"}"#).is_err());
     }
 }

@@ -30,16 +30,16 @@ pub async fn audit(
     let mut checked = 0u64;
     for image in &promotion.images {
         let repo = placement.repo(&image.name)?.to_string();
-        for (root, wanted) in &image.dmap {
-            let mut todo = vec![(root.clone(), true)];
-            // Legacy referrer tags of what was promoted are expected, not required.
-            for ((r, tag), d) in &tags {
-                if *r == repo && is_legacy_referrer_tag(tag) {
-                    todo.push((d.clone(), true));
-                    expected_tags.insert((r.clone(), tag.clone()));
-                }
+        let mut roots: Vec<&Digest> = image.dmap.keys().collect();
+        // Legacy referrer tags of what was promoted are expected, not required.
+        for ((r, tag), d) in &tags {
+            if *r == repo && is_legacy_referrer_tag(tag) {
+                roots.push(d);
+                expected_tags.insert((r.clone(), tag.clone()));
             }
-            while let Some((d, is_manifest)) = todo.pop() {
+        }
+        for root in roots {
+            for d in crate::admin::reachable(&node.store, root).await? {
                 if !expected.insert(d.clone()) {
                     continue;
                 }
@@ -62,15 +62,9 @@ pub async fn audit(
                     }
                     Some(_) => {}
                 }
-                if is_manifest {
-                    if let Some(bytes) = node.manifest_bytes(&d).await? {
-                        if let Ok(kids) = children(&bytes) {
-                            todo.extend(kids.manifests.into_iter().map(|m| (m.digest, true)));
-                            todo.extend(kids.blobs.into_iter().map(|b| (b.digest, false)));
-                        }
-                    }
-                }
             }
+        }
+        for (root, wanted) in &image.dmap {
             for tag in wanted {
                 expected_tags.insert((repo.clone(), tag.to_string()));
                 match tags.get(&(repo.clone(), tag.to_string())) {
