@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ferry_storage::store::ByteStream;
+use ferry_storage::store::{read_to_vec, ByteStream};
 use futures_util::StreamExt as _;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT};
 use reqwest::Method;
@@ -16,7 +16,7 @@ use super::{PromoteError, RegistryRef, Source};
 use crate::config::{Credentials, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::oci::{Descriptor, Digest, RepoName, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamError, UpstreamResponse};
 
 /// The client settings for a promotion's source registry.
 pub fn upstream_config(reg: &RegistryRef) -> UpstreamConfig {
@@ -67,21 +67,12 @@ fn accept(value: &'static str) -> HeaderMap {
     h
 }
 
-/// Reads a body of at most `limit` bytes.
-async fn read_limited(
-    stream: impl futures_util::Stream<Item = reqwest::Result<Bytes>>,
-    limit: usize,
-) -> Result<Bytes, String> {
-    let mut stream = std::pin::pin!(stream);
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
-        if out.len() + chunk.len() > limit {
-            return Err(format!("larger than {limit} bytes"));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out.into())
+/// A response body as a store-style byte stream.
+fn body(resp: UpstreamResponse) -> ByteStream {
+    Box::pin(
+        resp.bytes_stream()
+            .map(|c| c.map_err(std::io::Error::other)),
+    )
 }
 
 #[async_trait]
@@ -116,10 +107,10 @@ impl Source for RegistrySource {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = read_limited(resp.bytes_stream(), MAX_MANIFEST_BYTES)
+        let bytes = read_to_vec(body(resp), MAX_MANIFEST_BYTES)
             .await
             .map_err(|e| PromoteError::Source(format!("{}: {what}: {e}", self.name)))?;
-        Ok(Some((bytes, declared)))
+        Ok(Some((bytes.into(), declared)))
     }
 
     async fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<ByteStream, PromoteError> {
@@ -134,10 +125,7 @@ impl Source for RegistrySource {
             )
             .await
             .map_err(|e| self.err(format!("{repo}@{digest}"), e))?;
-        Ok(Box::pin(
-            resp.bytes_stream()
-                .map(|c| c.map_err(std::io::Error::other)),
-        ))
+        Ok(body(resp))
     }
 
     async fn referrers(
@@ -164,7 +152,7 @@ impl Source for RegistrySource {
             }
             Err(e) => return Err(self.err(format!("referrers of {repo}@{digest}"), e)),
         };
-        let bytes = read_limited(resp.bytes_stream(), MAX_MANIFEST_BYTES)
+        let bytes = read_to_vec(body(resp), MAX_MANIFEST_BYTES)
             .await
             .map_err(|e| PromoteError::Source(format!("referrers of {digest}: {e}")))?;
         #[derive(serde::Deserialize)]
