@@ -6,7 +6,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use ferry_storage::store::ByteStream;
 use reqwest::header::{
     HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
@@ -15,7 +14,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::{Closure, ManifestItem, PromoteError, RegistryRef, Sink, TagTarget};
 use crate::oci::{Descriptor, Digest, RepoName, Tag, MANIFEST_ACCEPT};
-use crate::upstream::{describe, parse_challenge, Challenge, TokenResponse};
+use crate::upstream::{basic_auth, describe, parse_challenge, Challenge, TokenResponse};
 
 pub struct RegistrySink {
     reg: RegistryRef,
@@ -50,17 +49,16 @@ impl RegistrySink {
 
     fn basic(&self) -> Option<HeaderValue> {
         let user = self.reg.username.as_ref()?;
-        let raw = format!(
-            "{user}:{}",
-            self.reg.password.as_deref().unwrap_or_default()
-        );
-        let mut v = HeaderValue::from_str(&format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        ))
-        .ok()?;
-        v.set_sensitive(true);
-        Some(v)
+        basic_auth(user, self.reg.password.as_deref().unwrap_or_default())
+    }
+
+    /// The authorization a challenge for `repo` was answered with, if any yet.
+    fn known_auth(&self, repo: &RepoName) -> Option<HeaderValue> {
+        self.auth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(repo.as_str())
+            .cloned()
     }
 
     /// Sends a request built by `build`; on a 401, answers the challenge (Basic, or
@@ -73,13 +71,7 @@ impl RegistrySink {
     ) -> Result<Response, PromoteError> {
         for attempt in 0..2 {
             let mut req = build();
-            let known = self
-                .auth
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(repo.as_str())
-                .cloned();
-            if let Some(a) = known {
+            if let Some(a) = self.known_auth(repo) {
                 req = req.header(AUTHORIZATION, a);
             }
             let resp = req.send().await.map_err(|e| self.err(what, e))?;
@@ -228,12 +220,7 @@ impl Sink for RegistrySink {
         }
         url.query_pairs_mut()
             .append_pair("digest", &blob.digest.to_string());
-        let auth = self
-            .auth
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(repo.as_str())
-            .cloned();
+        let auth = self.known_auth(&repo);
         let mut req = self
             .http
             .put(url)

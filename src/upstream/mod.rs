@@ -133,14 +133,7 @@ impl Upstream {
 
     fn basic_header(&self) -> Option<HeaderValue> {
         let c = self.cfg.credentials.as_ref()?;
-        let raw = format!("{}:{}", c.username, c.password);
-        let mut v = HeaderValue::from_str(&format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        ))
-        .ok()?;
-        v.set_sensitive(true);
-        Some(v)
+        basic_auth(&c.username, &c.password)
     }
 
     fn cached_auth(&self, scope: &str) -> Option<HeaderValue> {
@@ -326,6 +319,18 @@ impl Upstream {
         );
         Ok(header)
     }
+}
+
+/// An `Authorization: Basic` value, marked sensitive so it never appears in logs.
+pub fn basic_auth(username: &str, password: &str) -> Option<HeaderValue> {
+    let raw = format!("{username}:{password}");
+    let mut v = HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
+    .ok()?;
+    v.set_sensitive(true);
+    Some(v)
 }
 
 /// Exponential backoff: 100 ms, 400 ms, 1.6 s, then 2 s.
