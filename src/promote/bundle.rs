@@ -133,11 +133,6 @@ impl ArchiveSink {
             }));
     }
 
-    /// The path of the finished bundle (once `finish` ran).
-    pub fn partial_path(&self) -> &Path {
-        &self.partial
-    }
-
     /// Moves the finished bundle to its name (after a run without failures).
     pub fn publish(&self) -> Result<(), PromoteError> {
         std::fs::rename(&self.partial, &self.out)?;
@@ -345,11 +340,7 @@ pub fn unpack(bundle: &Path, into: &Path) -> Result<usize, PromoteError> {
         }
         let wanted = match parts.as_slice() {
             [f] if f == "oci-layout" || f == "index.json" => true,
-            [b, alg, hex] if b == "blobs" => {
-                alg == "sha256"
-                    && hex.len() == 64
-                    && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-            }
+            [b, alg, hex] if b == "blobs" => alg == "sha256" && Digest::from_hex(hex).is_ok(),
             _ => false,
         };
         if !wanted {

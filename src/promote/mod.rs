@@ -29,6 +29,8 @@ use ferry_storage::{IndexError, StoreError, Verifier};
 use futures_util::{Stream, StreamExt as _};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::admin::human;
+
 use crate::oci::{children, media_type_of, Descriptor, Digest, RepoName, Tag};
 pub use manifest::{ImageSpec, Promotion, RegistryRef};
 
@@ -134,10 +136,6 @@ impl Closure {
             .iter()
             .map(|m| &m.digest)
             .chain(self.blobs.iter().map(|b| &b.digest))
-    }
-
-    pub fn root_item(&self) -> Option<&ManifestItem> {
-        self.manifests.iter().find(|m| m.digest == self.root)
     }
 }
 
@@ -449,10 +447,6 @@ pub type Out<'a> = &'a (dyn Fn(&str) + Sync);
 
 fn short(d: &Digest) -> String {
     format!("sha256:{}", &d.hex()[..12])
-}
-
-fn human(bytes: u64) -> String {
-    indicatif::HumanBytes(bytes).to_string()
 }
 
 /// Resolves every closure from the source; a digest that cannot be resolved is

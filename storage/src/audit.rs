@@ -107,10 +107,6 @@ impl AuditLog {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn append_file(path: &Path) -> std::io::Result<std::fs::File> {
         std::fs::OpenOptions::new()
             .create(true)

@@ -198,6 +198,11 @@ impl Drop for Lease {
     }
 }
 
+/// `upstream \0 repo \0`: what every tag and manifest key of a repository starts with.
+fn repo_prefix(upstream: &str, repo: &str) -> Vec<u8> {
+    [upstream.as_bytes(), b"\0", repo.as_bytes(), b"\0"].concat()
+}
+
 fn tag_key(k: &TagKey) -> Vec<u8> {
     [
         k.upstream.as_bytes(),
@@ -628,7 +633,7 @@ impl Index {
         upstream: &str,
         repo: &str,
     ) -> Result<Vec<(String, TagRecord)>, IndexError> {
-        let prefix = [upstream.as_bytes(), b"\0", repo.as_bytes(), b"\0"].concat();
+        let prefix = repo_prefix(upstream, repo);
         let mut out = Vec::new();
         for item in self.db.prefix_iterator_cf(self.cf(CF_TAGS)?, &prefix) {
             let (k, v) = item.map_err(db_err)?;
@@ -644,7 +649,7 @@ impl Index {
 
     /// The manifests recorded for one repository of one upstream.
     pub fn repo_manifests(&self, upstream: &str, repo: &str) -> Result<Vec<Digest>, IndexError> {
-        let prefix = [upstream.as_bytes(), b"\0", repo.as_bytes(), b"\0"].concat();
+        let prefix = repo_prefix(upstream, repo);
         let mut out = Vec::new();
         for item in self.db.prefix_iterator_cf(self.cf(CF_MANIFESTS)?, &prefix) {
             let (k, _) = item.map_err(db_err)?;
