@@ -162,6 +162,8 @@ const FULL: &[&str] = &[
     "redirector.nodes[1].url=http://ferry-us:5000",
     "--set",
     "redirector.nodes[1].region=us",
+    "--set",
+    "redirector.watch=10s",
 ];
 
 #[test]
@@ -239,6 +241,21 @@ fn helm_chart_renders_configs_the_binary_accepts() {
     assert!(
         deployment.2.contains("scheme: HTTPS")
             && deployment.2.contains("terminationGracePeriodSeconds: 125")
+    );
+    // A watching redirector reads its ConfigMap from a directory mount (a subPath
+    // never updates) and is not restarted on a config change.
+    let red_toml = data_file(red_cm, "redirect.toml");
+    assert!(red_toml.contains("watch = \"10s\""), "{red_toml}");
+    let red_deployment = &docs
+        .iter()
+        .find(|d| d.0 == "Deployment" && d.1.ends_with("-redirector"))
+        .unwrap()
+        .2;
+    assert!(
+        red_deployment.contains("mountPath: /etc/ferry/redirect,")
+            && red_deployment.contains("/etc/ferry/redirect/redirect.toml")
+            && !red_deployment.contains("checksum/config"),
+        "{red_deployment}"
     );
     // htpasswd in the values is a placeholder; the mounted file holds a real entry.
     ferry_accepts(&node_toml, root.path(), "node.toml", &["check-config"]);

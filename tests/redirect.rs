@@ -35,7 +35,15 @@ fn config_text(upstream: &str, a: &str, b: &str, extra_a: &str) -> String {
 }
 
 async fn front(text: &str) -> Front {
+    front_with(text, &[]).await
+}
+
+/// A redirector on `text`, with `files` (name, content) written beside its config.
+async fn front_with(text: &str, files: &[(&str, String)]) -> Front {
     let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
     let config_path = dir.path().join("redirect.toml");
     std::fs::write(&config_path, text).unwrap();
     let config = RedirectConfig::load(&config_path).unwrap();
@@ -82,13 +90,23 @@ async fn until(what: &str, within: Duration, mut cond: impl AsyncFnMut() -> bool
 /// Two nodes on `ips` (regions a and b) in front of `reg`, and a redirector once
 /// both are up.
 async fn fleet(reg: &Registry, ips: [&str; 2]) -> (TestFerry, TestFerry, Front) {
+    fleet_with(reg, ips, |text| text, &[]).await
+}
+
+/// As [`fleet`], with the redirector's config text passed through `edit`.
+async fn fleet_with(
+    reg: &Registry,
+    ips: [&str; 2],
+    edit: impl FnOnce(String) -> String,
+    files: &[(&str, String)],
+) -> (TestFerry, TestFerry, Front) {
     let node_cfg = format!(
         "[[upstream]]\nname = \"up\"\nurl = \"{}\"\ndefault = true\n",
         reg.url
     );
     let a = TestFerry::start_on(ips[0], &node_cfg).await;
     let b = TestFerry::start_on(ips[1], &node_cfg).await;
-    let f = front(&config_text(&reg.url, &a.url, &b.url, "")).await;
+    let f = front_with(&edit(config_text(&reg.url, &a.url, &b.url, "")), files).await;
     until("both nodes up", Duration::from_secs(5), async || {
         nodes_up(&f).await == 2
     })
@@ -230,6 +248,101 @@ async fn reload_applies_a_good_config_and_keeps_the_old_on_a_bad_one() {
     .unwrap();
     f.redirector.reload().unwrap();
     assert!(location(&from_a, &blob).await.starts_with(&b.url));
+    assert_eq!(nodes_up(&f).await, 2, "health carried across the reload");
+}
+
+/// An AWS ip-ranges.json with one prefix in provider region "x-1".
+fn aws_ranges(prefix: &str) -> String {
+    format!(
+        "{{\"prefixes\": [{{\"ip_prefix\": \"{prefix}\", \"region\": \"x-1\", \"service\": \"AMAZON\"}}], \"ipv6_prefixes\": []}}"
+    )
+}
+
+async fn reloads(f: &Front, result: &str) -> u64 {
+    let metrics = reqwest::get(format!("{}/metrics", f.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!("ferry_redirect_reloads_total{{result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn watch_reloads_changed_config_and_range_files() {
+    let reg = Registry::start().await;
+    // 127.0.0.6 is in region a only through a provider range file.
+    let ranges =
+        "[[region.ranges]]\nfile = \"ranges.json\"\nformat = \"aws\"\nregions = [\"x-1\"]\n";
+    let (a, b, f) = fleet_with(
+        &reg,
+        ["127.0.0.14", "127.0.0.15"],
+        |text| {
+            format!("watch = \"100ms\"\n{text}").replacen(
+                "fallback = [\"b\"]\n",
+                &format!("fallback = [\"b\"]\n{ranges}"),
+                1,
+            )
+        },
+        &[("ranges.json", aws_ranges("127.0.0.6/32"))],
+    )
+    .await;
+    let dir = f.config_path.parent().unwrap().to_owned();
+    let good = std::fs::read_to_string(&f.config_path).unwrap();
+    let blob = format!("{}/v2/x/blobs/sha256:{}", f.url, "a".repeat(64));
+    let from_6 = client_from("127.0.0.6");
+    let from_2 = client_from("127.0.0.2");
+    assert!(location(&from_6, &blob).await.starts_with(&a.url));
+    let within = Duration::from_secs(5);
+
+    // The range file changes: 127.0.0.6 is no longer region a's, so it falls to the
+    // default region b. No signal is sent.
+    std::fs::write(dir.join("ranges.json"), aws_ranges("127.0.0.7/32")).unwrap();
+    until("the range file reloaded", within, async || {
+        location(&from_6, &blob).await.starts_with(&b.url)
+    })
+    .await;
+    assert_eq!(reloads(&f, "applied").await, 1);
+    assert!(location(&client_from("127.0.0.7"), &blob)
+        .await
+        .starts_with(&a.url));
+
+    // A bad config file is rejected once and the running one kept.
+    std::fs::write(
+        &f.config_path,
+        "watch = \"100ms\"\nupstream = \"ftp://nope\"\n",
+    )
+    .unwrap();
+    until("the bad file rejected", within, async || {
+        reloads(&f, "rejected").await == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        reloads(&f, "rejected").await,
+        1,
+        "rejected again without a change"
+    );
+    assert!(location(&from_2, &blob).await.starts_with(&a.url));
+    assert_eq!(nodes_up(&f).await, 2);
+
+    // An editor's save (write a new file, rename it over the old) that drains a.
+    let tmp = dir.join("redirect.toml.new");
+    std::fs::write(
+        &tmp,
+        good.replacen("region = \"a\"\n", "region = \"a\"\ndrain = true\n", 1),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &f.config_path).unwrap();
+    until("the drained config applied", within, async || {
+        location(&from_2, &blob).await.starts_with(&b.url)
+    })
+    .await;
+    assert_eq!(reloads(&f, "applied").await, 2);
     assert_eq!(nodes_up(&f).await, 2, "health carried across the reload");
 }
 

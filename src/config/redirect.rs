@@ -34,6 +34,12 @@ pub struct RedirectConfig {
     pub artifacts: Vec<Artifacts>,
     /// `[tls]`, `[limits]`, `[log]`.
     pub server: super::server::ServerOptions,
+    /// How often to look for changes to the config and range files, which then
+    /// reload as SIGHUP does; `None` (the default) watches nothing.
+    pub watch: Option<Duration>,
+    /// The files this config was read from: the config file itself (when loaded from
+    /// one) and every provider range file.
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +96,7 @@ struct Raw {
     health: Option<RawHealth>,
     #[serde(default)]
     artifacts: Vec<RawArtifacts>,
+    watch: Option<String>,
     tls: Option<super::server::RawTls>,
     limits: Option<super::server::RawLimits>,
     log: Option<super::server::RawLog>,
@@ -223,7 +230,9 @@ fn load_ranges(
 impl RedirectConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let (file, text) = read_file(path)?;
-        Self::from_toml(&text, &file, path.parent())
+        let mut config = Self::from_toml(&text, &file, path.parent())?;
+        config.files.insert(0, path.to_owned());
+        Ok(config)
     }
 
     pub fn from_toml(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Self, ConfigError> {
@@ -284,6 +293,7 @@ impl RedirectConfig {
                 .ok_or_else(|| cx.err(key, format!("{name:?} is not a [[region]] name")))
         };
         let mut regions = Vec::new();
+        let mut files = Vec::new();
         for (i, r) in raw.regions.into_iter().enumerate() {
             let mut cidrs = r
                 .cidrs
@@ -305,13 +315,9 @@ impl RedirectConfig {
                         "name at least one provider region",
                     ));
                 }
-                cidrs.extend(load_ranges(
-                    &cx,
-                    &key,
-                    &cx.path(file),
-                    &format,
-                    &rr.regions,
-                )?);
+                let file = cx.path(file);
+                cidrs.extend(load_ranges(&cx, &key, &file, &format, &rr.regions)?);
+                files.push(file);
             }
             let fallback = r
                 .fallback
@@ -444,6 +450,12 @@ impl RedirectConfig {
             });
         }
 
+        let watch = Some(cx.duration("watch", raw.watch.as_deref(), Duration::ZERO)?)
+            .filter(|d| !d.is_zero());
+        if watch.is_some_and(|d| d < Duration::from_millis(100)) {
+            return Err(cx.err("watch", "must be \"0s\" (off) or at least 100ms"));
+        }
+
         Ok(Self {
             source: file.to_owned(),
             listen,
@@ -458,6 +470,8 @@ impl RedirectConfig {
             health,
             artifacts,
             server,
+            watch,
+            files,
         })
     }
 }

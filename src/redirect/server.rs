@@ -169,7 +169,9 @@ impl Redirector {
                 .build()?,
             path,
         });
-        this.spawn_probes(&this.fleet.load_full());
+        let fleet = this.fleet.load_full();
+        this.spawn_probes(&fleet);
+        this.spawn_watch(&fleet);
         Ok(this)
     }
 
@@ -209,6 +211,7 @@ impl Redirector {
         self.metrics.node_up.reset();
         self.fleet.store(fleet.clone());
         self.spawn_probes(&fleet);
+        self.spawn_watch(&fleet);
         self.metrics.reloads.with_label_values(&["applied"]).inc();
         tracing::info!(
             regions = fleet.routing.config.regions.len(),
@@ -244,6 +247,52 @@ impl Redirector {
                     .enumerate()
                     .map(|(i, n)| this.probe_node(&fleet, i, n.url.clone(), health.timeout));
                 futures_util::future::join_all(probes).await;
+            }
+        });
+    }
+
+    /// With `watch` set, looks at the config file and the range files every
+    /// interval and reloads when one of them changed (size, modification time or
+    /// inode, so an editor's rename or a Kubernetes ConfigMap's symlink swap counts),
+    /// until the fleet is replaced; the new fleet has its own watcher. A change
+    /// that does not load is logged once and waits for the next change.
+    fn spawn_watch(self: &Arc<Self>, fleet: &Arc<Fleet>) {
+        let Some(every) = fleet.routing.config.watch else {
+            return;
+        };
+        if self.path.is_none() {
+            return;
+        }
+        let this = Arc::downgrade(self);
+        let weak: Weak<Fleet> = Arc::downgrade(fleet);
+        let files = fleet.routing.config.files.clone();
+        tokio::spawn(async move {
+            let mut seen = stamps(&files);
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (Some(this), Some(fleet)) = (this.upgrade(), weak.upgrade()) else {
+                    return;
+                };
+                if !Arc::ptr_eq(&this.fleet.load(), &fleet) {
+                    return;
+                }
+                let now = stamps(&files);
+                if now == seen {
+                    continue;
+                }
+                let changed: Vec<_> = files
+                    .iter()
+                    .zip(now.iter().zip(&seen))
+                    .filter(|(_, (a, b))| a != b)
+                    .map(|(f, _)| f.display().to_string())
+                    .collect();
+                tracing::info!(files = ?changed, "config files changed; reloading");
+                seen = now;
+                // A rejected reload was logged and counted by `reload`.
+                let _ = this.reload();
             }
         });
     }
@@ -324,6 +373,24 @@ impl Redirector {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// What the watcher compares: each file's size, modification time and identity, or
+/// `None` while it cannot be read.
+type Stamp = Option<(u64, Option<SystemTime>, u64)>;
+
+fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
+    files
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(f).ok()?;
+            #[cfg(unix)]
+            let id = std::os::unix::fs::MetadataExt::ino(&m);
+            #[cfg(not(unix))]
+            let id = 0;
+            Some((m.len(), m.modified().ok(), id))
+        })
+        .collect()
 }
 
 fn oci_error(code: ErrorCode, message: &str) -> Response {

@@ -280,6 +280,8 @@ fn config_errors_name_the_key() {
         ("[[node]]\nurl = \"http://n\"\nregion = \"nowhere\"\n", "node[0].region"),
         ("[[node]]\nurl = \"http://n?x=1\"\n", "node[0].url"),
         ("[health]\ntimeout = \"5s\"\ninterval = \"1s\"\n", "health.timeout"),
+        ("watch = \"10\"\n", "watch"),
+        ("watch = \"50ms\"\n", "watch"),
         ("[[artifacts]]\nprefix = \"/v2/x/\"\ndefault = \"https://a\"\n", "artifacts[0].prefix"),
         ("[[region]]\nname = \"a\"\n[[region.ranges]]\nfile = \"/nonexistent.json\"\nformat = \"aws\"\nregions = [\"eu-west-1\"]\n", "region[0].ranges[0]"),
     ];
@@ -323,6 +325,14 @@ fn provider_range_files_are_filtered_by_region() {
         [[region.ranges]]\nfile = \"ip-ranges.json\"\nformat = \"aws\"\nregions = [\"eu-west-1\"]\n\
         [[region.ranges]]\nfile = \"cloud.json\"\nformat = \"gcp\"\nregions = [\"europe-west1\"]\n";
     let c = RedirectConfig::from_toml(text, "r.toml", Some(dir.path())).unwrap();
+    // Both range files are watched when `watch` is set.
+    assert_eq!(
+        c.files,
+        [
+            dir.path().join("ip-ranges.json"),
+            dir.path().join("cloud.json")
+        ]
+    );
     let r = Routing::new(c).unwrap();
     assert_eq!(r.region_of(ip("3.5.141.1")), Some(0));
     assert_eq!(r.region_of(ip("2a05:d000::1")), Some(0));
@@ -335,6 +345,18 @@ fn provider_range_files_are_filtered_by_region() {
 fn the_example_config_loads() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redirect.toml");
     let c = RedirectConfig::load(&path).unwrap();
+    assert_eq!(c.watch, None, "watching is off unless asked for");
+    assert_eq!(c.files, [path.clone()]);
+    let on = "upstream = \"https://u.example\"\nwatch = \"10s\"\n";
+    let watched = RedirectConfig::from_toml(on, "r.toml", None).unwrap().watch;
+    assert_eq!(watched, Some(std::time::Duration::from_secs(10)));
+    let off = "upstream = \"https://u.example\"\nwatch = \"0s\"\n";
+    assert_eq!(
+        RedirectConfig::from_toml(off, "r.toml", None)
+            .unwrap()
+            .watch,
+        None
+    );
     let r = Routing::new(c).unwrap();
     assert_eq!(r.region_of(ip("203.0.113.1")), Some(0));
     assert_eq!(r.region_of(ip("192.0.2.1")), Some(1), "default region");
