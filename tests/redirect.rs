@@ -203,12 +203,7 @@ async fn clients_land_on_their_region_and_fail_over() {
         node_a["last_error"].as_str().unwrap().contains("connect"),
         "{node_a}"
     );
-    let metrics = reqwest::get(format!("{}/metrics", f.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&f).await;
     assert!(
         metrics.contains("ferry_redirect_node_transitions_total"),
         "{metrics}"
@@ -258,13 +253,17 @@ fn aws_ranges(prefix: &str) -> String {
     )
 }
 
-async fn reloads(f: &Front, result: &str) -> u64 {
-    let metrics = reqwest::get(format!("{}/metrics", f.url))
+async fn metrics(f: &Front) -> String {
+    reqwest::get(format!("{}/metrics", f.url))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn reloads(f: &Front, result: &str) -> u64 {
+    let metrics = metrics(f).await;
     let line = format!("ferry_redirect_reloads_total{{result=\"{result}\"}} ");
     metrics
         .lines()

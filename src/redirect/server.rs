@@ -222,23 +222,24 @@ impl Redirector {
         Ok(())
     }
 
+    /// Ticks every `every` (the first at once) for as long as `fleet` is the current
+    /// fleet: a reload replaces it, and the new fleet has its own tasks.
+    fn ticker(self: &Arc<Self>, fleet: &Arc<Fleet>, every: Duration) -> FleetTicker {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        FleetTicker {
+            this: Arc::downgrade(self),
+            fleet: Arc::downgrade(fleet),
+            tick,
+        }
+    }
+
     /// Probes every node of `fleet` each interval until the fleet is replaced.
     fn spawn_probes(self: &Arc<Self>, fleet: &Arc<Fleet>) {
-        let this = Arc::downgrade(self);
-        let weak: Weak<Fleet> = Arc::downgrade(fleet);
         let health = fleet.routing.config.health;
+        let mut ticks = self.ticker(fleet, health.interval);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(health.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let (Some(this), Some(fleet)) = (this.upgrade(), weak.upgrade()) else {
-                    return;
-                };
-                // Replaced by a reload: the new fleet has its own prober.
-                if !Arc::ptr_eq(&this.fleet.load(), &fleet) {
-                    return;
-                }
+            while let Some((this, fleet)) = ticks.next().await {
                 let probes = fleet
                     .routing
                     .config
@@ -263,22 +264,11 @@ impl Redirector {
         if self.path.is_none() {
             return;
         }
-        let this = Arc::downgrade(self);
-        let weak: Weak<Fleet> = Arc::downgrade(fleet);
         let files = fleet.routing.config.files.clone();
+        let mut seen = stamps(&files);
+        let mut ticks = self.ticker(fleet, every);
         tokio::spawn(async move {
-            let mut seen = stamps(&files);
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let (Some(this), Some(fleet)) = (this.upgrade(), weak.upgrade()) else {
-                    return;
-                };
-                if !Arc::ptr_eq(&this.fleet.load(), &fleet) {
-                    return;
-                }
+            while let Some((this, _)) = ticks.next().await {
                 let now = stamps(&files);
                 if now == seen {
                     continue;
@@ -372,6 +362,21 @@ impl Redirector {
                 "last_error": h.last_error.lock().ok().and_then(|e| e.clone()),
             })).collect::<Vec<_>>(),
         })
+    }
+}
+
+/// See [`Redirector::ticker`].
+struct FleetTicker {
+    this: Weak<Redirector>,
+    fleet: Weak<Fleet>,
+    tick: tokio::time::Interval,
+}
+
+impl FleetTicker {
+    async fn next(&mut self) -> Option<(Arc<Redirector>, Arc<Fleet>)> {
+        self.tick.tick().await;
+        let (this, fleet) = (self.this.upgrade()?, self.fleet.upgrade()?);
+        Arc::ptr_eq(&this.fleet.load(), &fleet).then_some((this, fleet))
     }
 }
 

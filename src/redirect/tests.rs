@@ -346,7 +346,7 @@ fn the_example_config_loads() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redirect.toml");
     let c = RedirectConfig::load(&path).unwrap();
     assert_eq!(c.watch, None, "watching is off unless asked for");
-    assert_eq!(c.files, [path.clone()]);
+    assert_eq!(c.files, std::slice::from_ref(&path));
     let on = "upstream = \"https://u.example\"\nwatch = \"10s\"\n";
     let watched = RedirectConfig::from_toml(on, "r.toml", None).unwrap().watch;
     assert_eq!(watched, Some(std::time::Duration::from_secs(10)));
