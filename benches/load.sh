@@ -84,21 +84,10 @@ mkdir -p "$W/www/v2/bench/app/blobs" "$W/www/v2/bench/app/manifests" "$W/nginx"
 cp "$W/layout/blobs/sha256/${LAYER#sha256:}" "$W/www/v2/bench/app/blobs/$LAYER"
 MAN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' "$W/layout/index.json")
 cp "$W/layout/blobs/sha256/${MAN#sha256:}" "$W/www/v2/bench/app/manifests/v1"
-cat > "$W/nginx/nginx.conf" <<CONF
-user root;
-worker_processes auto;
-daemon off;
-pid $W/nginx/nginx.pid;
-error_log $W/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
+nginx_conf auto "
   sendfile on; tcp_nopush on;
   default_type application/octet-stream;
-  client_body_temp_path $W/nginx; proxy_temp_path $W/nginx; fastcgi_temp_path $W/nginx; uwsgi_temp_path $W/nginx; scgi_temp_path $W/nginx;
-  server { listen 127.0.0.1:$NP; root $W/www; }
-}
-CONF
+  server { listen 127.0.0.1:$NP; root $W/www; }"
 nginx -c "$W/nginx/nginx.conf" & PIDS+=($!)
 wait_http "http://127.0.0.1:$NP/v2/bench/app/manifests/v1"
 

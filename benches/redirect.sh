@@ -41,22 +41,10 @@ NODE=$(port) NGX=$(port) RED=$(port)
 BLOB="/v2/library/alpine/blobs/sha256:$(printf 'ab%.0s' $(seq 32))"
 
 # nginx: a "node" that is always ready, and the same redirect as a static rule.
-mkdir -p "$W/nginx"
-cat > "$W/nginx/nginx.conf" <<CONF
-user root;
-worker_processes $WORKERS;
-daemon off;
-pid $W/nginx/nginx.pid;
-error_log $W/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
+nginx_conf "$WORKERS" "
   keepalive_requests 100000000;   # as ferry: never close a busy keep-alive connection
-  client_body_temp_path $W/nginx; proxy_temp_path $W/nginx; fastcgi_temp_path $W/nginx; uwsgi_temp_path $W/nginx; scgi_temp_path $W/nginx;
-  server { listen 127.0.0.1:$NODE; location = /readyz { return 200 "ok"; } }
-  server { listen 127.0.0.1:$NGX; location / { return 307 http://127.0.0.1:$NODE\$request_uri; } }
-}
-CONF
+  server { listen 127.0.0.1:$NODE; location = /readyz { return 200 \"ok\"; } }
+  server { listen 127.0.0.1:$NGX; location / { return 307 http://127.0.0.1:$NODE\$request_uri; } }"
 "${SERVER[@]}" nginx -c "$W/nginx/nginx.conf" & PIDS+=($!)
 wait_http "http://127.0.0.1:$NGX/"
 
